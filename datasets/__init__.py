@@ -1,0 +1,1 @@
+"""Data sets on manifolds, installed as ``manifold_flows.datasets``."""

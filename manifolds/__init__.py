@@ -1,0 +1,13 @@
+"""Riemannian manifolds for generative modelling, built on geoopt.
+
+Every class derives from :class:`manifolds.Manifold` (itself a ``geoopt.Manifold``), so its
+points can be ``geoopt.ManifoldParameter`` s optimised with ``geoopt.optim.RiemannianAdam``.
+"""
+
+from .base import AmbientMetric, Manifold
+from .euclidean import Euclidean
+from .product import ProductManifold
+from .sphere import Sphere
+from .torus import FlatTorus
+
+__all__ = ["Manifold", "AmbientMetric", "Sphere", "FlatTorus", "Euclidean", "ProductManifold"]
