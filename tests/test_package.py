@@ -1,0 +1,52 @@
+"""Package-level behaviour: quiet imports, public names, the examples run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(code: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_import_prints_and_warns_nothing():
+    res = _run("import manifolds, manifold_flows, manifold_flows.datasets", "-W", "always")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "" and res.stderr == "", (res.stdout, res.stderr[:500])
+
+
+def test_import_leaves_other_warnings_alone():
+    code = (
+        "import warnings, numpy, torch  # these add filters of their own\n"
+        "before = list(warnings.filters)\n"
+        "import manifolds\n"
+        "assert warnings.filters == before, 'import changed the warning filters'\n"
+        "warnings.warn('user warning survives', DeprecationWarning)\n"
+    )
+    res = _run(code, "-W", "always")
+    assert res.returncode == 0, res.stderr
+    assert "user warning survives" in res.stderr
+
+
+def test_public_names():
+    import manifolds
+
+    for name in ["Manifold", "Sphere", "FlatTorus", "Euclidean", "ProductManifold"]:
+        assert name in manifolds.__all__ and hasattr(manifolds, name)
+    import geoopt
+
+    assert issubclass(manifolds.Sphere, geoopt.Manifold)
+
+
+@pytest.mark.parametrize("script,args", [("frechet_mean.py", ["--n", "200", "--steps", "300"])])
+def test_example_runs(script, args):
+    res = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", str(ROOT / "examples" / script), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "agreement: OK" in res.stdout
