@@ -10,7 +10,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 import torch
 
@@ -33,6 +33,18 @@ def median_seconds(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_medians(fns: Dict[str, Callable[[], object]], *, repeats: int = 15, warmup: int = 2) -> Dict[str, float]:
+    """Median seconds of each function, timed in interleaved rounds so drifts in machine load hit all alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(median_seconds(fn, repeats=1, warmup=0))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def machine() -> str:

@@ -8,27 +8,6 @@ def tiny(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).tiny ** 0.5
 
 
-def small_angle(dtype: torch.dtype) -> float:
-    """Threshold below which a fourth-order Taylor series is exact to the precision of ``dtype``."""
-    return 1e-2 if dtype == torch.float64 else 1e-1 if dtype in (torch.float16, torch.bfloat16) else 3e-2
-
-
-def sinc(t: torch.Tensor) -> torch.Tensor:
-    """sin(t) / t with value 1 and derivative 0 at t = 0, finite gradients everywhere.
-
-    Args:
-        t: angles, shape ``[...]``.
-
-    Returns:
-        shape ``[...]``.
-    """
-    small = t.abs() < small_angle(t.dtype)
-    t_safe = torch.where(small, torch.ones_like(t), t)
-    t2 = t * t
-    taylor = 1.0 - t2 / 6.0 + t2 * t2 / 120.0
-    return torch.where(small, taylor, torch.sin(t_safe) / t_safe)
-
-
 def safe_ratio(num: torch.Tensor, den: torch.Tensor, *, at_zero: float | torch.Tensor) -> torch.Tensor:
     """``num / den`` where ``den`` is a non-negative norm; returns ``at_zero`` where ``den`` vanishes.
 

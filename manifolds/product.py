@@ -7,6 +7,7 @@ from typing import List, Tuple
 
 import torch
 
+from ._numerics import safe_sqrt
 from .base import Manifold, batch_shape
 
 
@@ -102,15 +103,13 @@ class ProductManifold(Manifold):
         """Riemannian norm; shape ``[...]``."""
         lead = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
         xs, us = (self.split(t.expand(lead + t.shape[-1:])) for t in (x, u))
-        norms = torch.stack([m.norm(a, b) for m, a, b in zip(self.factors, xs, us)], dim=-1)
-        return torch.linalg.vector_norm(norms, dim=-1, keepdim=keepdim)
+        return safe_sqrt(sum(m.norm(a, b, keepdim=keepdim) ** 2 for m, a, b in zip(self.factors, xs, us)))
 
     def dist(self, x, y, *, keepdim: bool = False):
         """``sqrt(sum_i dist_i^2)`` with a zero (not NaN) gradient at ``x = y``; shape ``[...]``."""
         lead = torch.broadcast_shapes(x.shape[:-1], y.shape[:-1])
         xs, ys = (self.split(t.expand(lead + t.shape[-1:])) for t in (x, y))
-        d = torch.stack([m.dist(a, b) for m, a, b in zip(self.factors, xs, ys)], dim=-1)
-        return torch.linalg.vector_norm(d, dim=-1, keepdim=keepdim)
+        return safe_sqrt(sum(m.dist(a, b, keepdim=keepdim) ** 2 for m, a, b in zip(self.factors, xs, ys)))
 
     def random_base(self, *shape, dtype=None, device=None, generator=None):
         """Independent samples of each factor's base distribution, concatenated."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -9,6 +10,13 @@ import torch
 from .base import AmbientMetric, Manifold, batch_shape
 
 TWO_PI = 2.0 * math.pi
+
+
+@functools.lru_cache(maxsize=None)
+def _below_two_pi(dtype: torch.dtype) -> float:
+    """The largest number of ``dtype`` below 2 pi."""
+    two_pi = torch.tensor(TWO_PI, dtype=dtype)
+    return float(torch.nextafter(two_pi, torch.zeros((), dtype=dtype)))
 
 
 def wrap_angle(d: torch.Tensor) -> torch.Tensor:
@@ -44,9 +52,8 @@ class FlatTorus(AmbientMetric, Manifold):
 
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """Reduce angles to ``[0, 2 pi)``; shape ``[..., d]``."""
-        r = torch.remainder(x, TWO_PI)
-        # a tiny negative angle rounds up to exactly 2 pi in floating point
-        return torch.where(r >= TWO_PI, r - TWO_PI, r)
+        # a tiny negative angle rounds up to exactly 2 pi in floating point: clamp to the float below
+        return torch.remainder(x, TWO_PI).clamp_max(_below_two_pi(x.dtype))
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Every vector is tangent: ``u`` broadcast against ``x``."""
