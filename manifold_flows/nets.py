@@ -1,0 +1,125 @@
+"""Time-conditioned vector-field networks on manifolds, and an exponential moving average of weights."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from manifolds import FlatTorus, Manifold, ProductManifold
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "softplus": nn.Softplus}
+
+
+class InputFeatures(nn.Module):
+    """Coordinates a network can use: raw coordinates, and Fourier features of torus angles.
+
+    Angles enter as ``sin(k x), cos(k x)`` for ``k = 1..n_fourier``, which keeps the network
+    periodic (a raw angle would make the field jump across 0 = 2 pi).
+    """
+
+    def __init__(self, manifold: Manifold, n_fourier: int = 2):
+        super().__init__()
+        factors = list(manifold.factors) if isinstance(manifold, ProductManifold) else [manifold]
+        self.sizes = [m.ambient_dim for m in factors]
+        self.periodic = [isinstance(m, FlatTorus) for m in factors]
+        self.register_buffer("freqs", torch.arange(1, n_fourier + 1, dtype=torch.float32), persistent=False)
+        self.out_dim = sum(2 * n_fourier * s if p else s for s, p in zip(self.sizes, self.periodic))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., ambient_dim] -> [..., out_dim]``."""
+        parts = []
+        for chunk, periodic in zip(torch.split(x, self.sizes, dim=-1), self.periodic):
+            if periodic:
+                kx = (chunk.unsqueeze(-1) * self.freqs.to(chunk.dtype)).flatten(-2)
+                parts += [torch.sin(kx), torch.cos(kx)]
+            else:
+                parts.append(chunk)
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+class TimeFeatures(nn.Module):
+    """``t -> [t, sin(2 pi f t), cos(2 pi f t)]`` for a few frequencies ``f``."""
+
+    def __init__(self, n_freqs: int = 3):
+        super().__init__()
+        self.register_buffer("freqs", 2 * math.pi * 2.0 ** torch.arange(n_freqs, dtype=torch.float32), persistent=False)
+        self.out_dim = 1 + 2 * n_freqs
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """``[..., 1] -> [..., out_dim]``."""
+        ft = t * self.freqs.to(t.dtype)
+        return torch.cat([t, torch.sin(ft), torch.cos(ft)], dim=-1)
+
+
+class VectorField(nn.Module):
+    """An MLP ``v(x, t)`` whose input is projected onto the manifold and output onto its tangent space.
+
+    Args:
+        manifold: the manifold the field lives on.
+        hidden: width of the hidden layers.
+        depth: number of hidden layers.
+        activation: one of :data:`ACTIVATIONS`.
+        n_fourier: Fourier frequencies per torus angle.
+        time_dependent: if False the field ignores ``t`` (Moser Flow).
+    """
+
+    def __init__(
+        self,
+        manifold: Manifold,
+        hidden: int = 256,
+        depth: int = 4,
+        activation: str = "silu",
+        n_fourier: int = 2,
+        time_dependent: bool = True,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        if hidden < 1 or depth < 1:
+            raise ValueError(f"hidden and depth must be >= 1, got hidden={hidden}, depth={depth}")
+        self.manifold = manifold
+        self.inputs = InputFeatures(manifold, n_fourier)
+        self.time = TimeFeatures() if time_dependent else None
+        width_in = self.inputs.out_dim + (self.time.out_dim if self.time is not None else 0)
+        layers = []
+        for i in range(depth):
+            layers += [nn.Linear(width_in if i == 0 else hidden, hidden), ACTIVATIONS[activation]()]
+        layers.append(nn.Linear(hidden, manifold.ambient_dim))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Tangent vectors ``[..., D]`` at ``projx(x)``; ``t`` is a scalar or ``[...]`` tensor."""
+        x = self.manifold.projx(x)
+        feats = self.inputs(x)
+        if self.time is not None:
+            if t is None:
+                raise ValueError("this field is time-dependent: pass t")
+            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+            t = t.reshape(t.shape + (1,)).expand(x.shape[:-1] + (1,))
+            feats = torch.cat([feats, self.time(t)], dim=-1)
+        return self.manifold.proju(x, self.mlp(feats))
+
+
+class EMA(nn.Module):
+    """Exponential moving average of a model's parameters (buffers are copied)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s current parameters."""
+        for avg, p in zip(self.model.parameters(), model.parameters()):
+            avg.lerp_(p.detach(), 1.0 - self.decay)
+        for avg, b in zip(self.model.buffers(), model.buffers()):
+            avg.copy_(b)

@@ -1,0 +1,135 @@
+"""Figures: a world map of the density on S^2 (offline cartopy), a heatmap on the flat torus T^2."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from manifolds import FlatTorus, Manifold, Sphere
+
+LogProb = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _xyz(lat_deg: np.ndarray, lon_deg: np.ndarray) -> torch.Tensor:
+    lat, lon = np.radians(lat_deg), np.radians(lon_deg)
+    return torch.from_numpy(np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1))
+
+
+def _latlon(x: torch.Tensor) -> np.ndarray:
+    x = x.detach().double().cpu().numpy()
+    lat = np.degrees(np.arcsin(np.clip(x[:, 2], -1, 1)))
+    lon = np.degrees(np.arctan2(x[:, 1], x[:, 0]))
+    return np.stack([lat, lon], -1)
+
+
+def sphere_map(
+    log_prob: LogProb,
+    path: Path,
+    *,
+    samples: Optional[torch.Tensor] = None,
+    points: Optional[torch.Tensor] = None,
+    title: str = "",
+    resolution: int = 90,
+) -> Path:
+    """World map (Robinson projection) of ``exp(log_prob)`` on S^2 with samples and data on top.
+
+    Uses cartopy's bundled background image (``stock_img``), which needs no network access;
+    coastlines are not drawn because cartopy downloads them on first use.
+
+    Args:
+        log_prob: ``[N, 3] -> [N]`` log-density on the unit sphere.
+        path: PNG file to write.
+        samples: model samples ``[M, 3]`` (drawn as small dots).
+        points: data points ``[K, 3]`` (drawn as circles).
+        title: figure title.
+        resolution: grid cells along latitude (twice as many along longitude).
+    """
+    import cartopy.crs as ccrs
+
+    lat = np.linspace(-90, 90, resolution + 1)
+    lon = np.linspace(-180, 180, 2 * resolution + 1)
+    lat_c, lon_c = 0.5 * (lat[1:] + lat[:-1]), 0.5 * (lon[1:] + lon[:-1])
+    grid_lon, grid_lat = np.meshgrid(lon_c, lat_c)
+    with torch.no_grad():
+        lp = log_prob(_xyz(grid_lat.ravel(), grid_lon.ravel())).double().cpu().numpy().reshape(grid_lat.shape)
+    fig = Figure(figsize=(10, 5.6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1, projection=ccrs.Robinson())
+    ax.set_global()
+    ax.stock_img()
+    mesh = ax.pcolormesh(lon, lat, lp, transform=ccrs.PlateCarree(), cmap="magma", alpha=0.75, shading="flat")
+    fig.colorbar(mesh, ax=ax, shrink=0.7, label="log-density (nats)")
+    if samples is not None:
+        s = _latlon(samples)
+        ax.scatter(s[:, 1], s[:, 0], s=1.5, c="cyan", alpha=0.5, transform=ccrs.PlateCarree(), label="model samples")
+    if points is not None:
+        p = _latlon(points)
+        ax.scatter(p[:, 1], p[:, 0], s=9, facecolors="none", edgecolors="white", linewidths=0.6,
+                   transform=ccrs.PlateCarree(), label="test data")
+    if samples is not None or points is not None:
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(title)
+    path = Path(path)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def torus_heatmap(
+    log_prob: LogProb,
+    path: Path,
+    *,
+    samples: Optional[torch.Tensor] = None,
+    points: Optional[torch.Tensor] = None,
+    title: str = "",
+    resolution: int = 100,
+) -> Path:
+    """Heatmap of ``exp(log_prob)`` on the flat torus ``[0, 2 pi)^2`` with samples and data on top."""
+    edges = np.linspace(0, 2 * math.pi, resolution + 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    a, b = np.meshgrid(centres, centres)
+    with torch.no_grad():
+        lp = log_prob(torch.from_numpy(np.stack([a.ravel(), b.ravel()], -1))).double().cpu().numpy().reshape(a.shape)
+    fig = Figure(figsize=(6.4, 5.4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    mesh = ax.pcolormesh(edges, edges, np.exp(lp), cmap="viridis", shading="flat")
+    fig.colorbar(mesh, ax=ax, label="density")
+    for pts, style in ((samples, dict(s=1.5, c="white", alpha=0.4, label="model samples")),
+                       (points, dict(s=6, facecolors="none", edgecolors="red", linewidths=0.5, label="test data"))):
+        if pts is not None:
+            q = pts.detach().double().cpu().numpy()
+            ax.scatter(q[:, 0], q[:, 1], **style)
+    ax.set_xlim(0, 2 * math.pi)
+    ax.set_ylim(0, 2 * math.pi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("angle 1")
+    ax.set_ylabel("angle 2")
+    ax.set_title(title)
+    path = Path(path)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def plot_model(objective, net, points: torch.Tensor, path: Path, *, cfg=None, n_samples: int = 2000) -> Optional[Path]:
+    """The figure that suits the model's manifold (S^2 map or T^2 heatmap); None for other manifolds."""
+    m: Manifold = objective.manifold
+    p = next(net.parameters())
+    steps = cfg.solver_steps if cfg is not None else 100
+    method = cfg.solver if cfg is not None else "rk4"
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        return objective.log_prob(x.to(device=p.device, dtype=p.dtype), net=net, steps=steps, method=method)
+
+    samples = objective.sample(n_samples, net=net, steps=steps, method=method)
+    title = f"{cfg.method.upper()} on {cfg.data}" if cfg is not None else ""
+    if isinstance(m, Sphere) and m.dim == 2:
+        return sphere_map(log_prob, path, samples=samples, points=points, title=title, resolution=60)
+    if isinstance(m, FlatTorus) and m.dim == 2:
+        return torus_heatmap(log_prob, path, samples=samples, points=points, title=title, resolution=60)
+    return None
