@@ -53,7 +53,7 @@ def sphere_map(
     import cartopy.crs as ccrs
 
     lat = np.linspace(-90, 90, resolution + 1)
-    lon = np.linspace(-180, 180, 2 * resolution + 1)
+    lon = np.linspace(-180, 180, 2 * resolution + 1)  # cell edges; the density is evaluated at centres
     lat_c, lon_c = 0.5 * (lat[1:] + lat[:-1]), 0.5 * (lon[1:] + lon[:-1])
     grid_lon, grid_lat = np.meshgrid(lon_c, lat_c)
     with torch.no_grad():
@@ -63,7 +63,10 @@ def sphere_map(
     ax = fig.add_subplot(1, 1, 1, projection=ccrs.Robinson())
     ax.set_global()
     ax.stock_img()
-    mesh = ax.pcolormesh(lon, lat, lp, transform=ccrs.PlateCarree(), cmap="magma", alpha=0.75, shading="flat")
+    # filled contours rather than a translucent pcolormesh, whose overlapping cells show seams
+    lon_wrap = np.concatenate([[-180.0], lon_c, [180.0]])
+    lp_wrap = np.concatenate([lp[:, -1:], lp, lp[:, :1]], axis=1)
+    mesh = ax.contourf(lon_wrap, lat_c, lp_wrap, levels=24, transform=ccrs.PlateCarree(), cmap="magma", alpha=0.7)
     fig.colorbar(mesh, ax=ax, shrink=0.7, label="log-density (nats)")
     if samples is not None:
         s = _latlon(samples)
@@ -73,7 +76,8 @@ def sphere_map(
         ax.scatter(p[:, 1], p[:, 0], s=9, facecolors="none", edgecolors="white", linewidths=0.6,
                    transform=ccrs.PlateCarree(), label="test data")
     if samples is not None or points is not None:
-        ax.legend(loc="lower left", fontsize=8)
+        legend = ax.legend(loc="lower left", fontsize=8, facecolor="0.3", labelcolor="white", framealpha=0.8)
+        legend.get_frame().set_edgecolor("none")
     ax.set_title(title)
     path = Path(path)
     fig.savefig(path, bbox_inches="tight")
