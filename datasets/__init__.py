@@ -1,1 +1,86 @@
-"""Data sets on manifolds, installed as ``manifold_flows.datasets``."""
+"""Data sets on manifolds (bundled earth events, synthetic targets), installed as ``manifold_flows.datasets``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Union
+
+import torch
+
+from manifolds import Sphere
+
+from .earth import (
+    EARTH_DATASETS,
+    dedupe,
+    latlon_to_xyz,
+    load_earth,
+    read_latlon_csv,
+    split,
+    xyz_to_latlon,
+)
+from .synthetic import (
+    SYNTHETIC,
+    Checkerboard,
+    SyntheticTarget,
+    VonMisesFisherMixture,
+    WrappedNormalMixture,
+    vmf_log_normalizer,
+)
+
+__all__ = [
+    "EARTH_DATASETS",
+    "SYNTHETIC",
+    "Checkerboard",
+    "SyntheticTarget",
+    "VonMisesFisherMixture",
+    "WrappedNormalMixture",
+    "dedupe",
+    "latlon_to_xyz",
+    "load_dataset",
+    "load_earth",
+    "read_latlon_csv",
+    "split",
+    "vmf_log_normalizer",
+    "xyz_to_latlon",
+]
+
+
+def load_dataset(
+    name_or_path: Union[str, Path],
+    *,
+    seed: int = 0,
+    n_synthetic: int = 10_000,
+    dedupe: bool = False,
+) -> Dict[str, object]:
+    """Load a data set and its random 80/10/10 train/validation/test split.
+
+    Args:
+        name_or_path: an earth name (:data:`EARTH_DATASETS`), a synthetic name
+            (:data:`SYNTHETIC`), or the path of a lat/lon CSV file (read as earth data).
+        seed: seeds the split and, for synthetic targets, the sampling.
+        n_synthetic: number of points drawn from a synthetic target before splitting.
+        dedupe: drop repeated points before splitting (see :func:`split`).
+
+    Returns:
+        A dict with ``manifold`` (the :class:`manifolds.Manifold` of the points), ``train``,
+        ``val`` and ``test`` (float64 tensors of shape ``[N_split, ambient_dim]``) and ``target``:
+        the :class:`SyntheticTarget` the points were drawn from (so exact NLLs and their gaps
+        can be computed), or None for data files.
+
+    Raises:
+        ValueError: an unknown name that is not an existing file (the message lists the valid
+            names), or a malformed CSV file.
+    """
+    if isinstance(name_or_path, str) and name_or_path in SYNTHETIC:
+        target = SYNTHETIC[name_or_path]()
+        points = target.sample(n_synthetic, generator=torch.Generator().manual_seed(int(seed)))
+        train, val, test = split(points, seed, dedupe_first=dedupe)
+        return dict(manifold=target.manifold, train=train, val=val, test=test, target=target)
+    known = isinstance(name_or_path, str) and name_or_path in EARTH_DATASETS
+    if not known and not Path(name_or_path).is_file():
+        raise ValueError(
+            f"unknown data set {str(name_or_path)!r}: not a file, and not one of the valid names "
+            f"{', '.join(EARTH_DATASETS + tuple(SYNTHETIC))}"
+        )
+    train, val, test = split(load_earth(name_or_path), seed, dedupe_first=dedupe)
+    return dict(manifold=Sphere(2), train=train, val=val, test=test, target=None)
