@@ -199,7 +199,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Dict[str, Any]:
             train_seconds += time.perf_counter() - tick
             if rank == 0:
                 val = nll(objective, val_eval, ema.model, cfg)
-                history.append({"step": step, "val_nll": val, "loss": float(loss)})
+                history.append({"step": step, "val_nll": val, "loss": loss.item()})
                 if val < best_val:
                     best_val = val
                     atomic_save({"config": asdict(cfg), "step": step, "ema": ema.model.state_dict(), "val_nll": val}, best_path)
