@@ -9,7 +9,7 @@ install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]"
 
 demo: install
-	$(PYTHON) examples/frechet_mean.py
+	$(PYTHON) -m manifold_flows.cli train --data volcano --steps 3000 --eval-every 1000 --out runs/volcano
 
 test: install
 	$(PYTHON) -m pytest -q tests

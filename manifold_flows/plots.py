@@ -124,7 +124,8 @@ def plot_model(objective, net, points: torch.Tensor, path: Path, *, cfg=None, n_
     """The figure that suits the model's manifold (S^2 map or T^2 heatmap); None for other manifolds."""
     m: Manifold = objective.manifold
     p = next(net.parameters())
-    steps = cfg.solver_steps if cfg is not None else 100
+    # the map needs thousands of likelihoods; 50 RK4 steps are plenty at plotting precision
+    steps = min(cfg.solver_steps, 50) if cfg is not None else 50
     method = cfg.solver if cfg is not None else "rk4"
 
     def log_prob(x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +134,7 @@ def plot_model(objective, net, points: torch.Tensor, path: Path, *, cfg=None, n_
     samples = objective.sample(n_samples, net=net, steps=steps, method=method)
     title = f"{cfg.method.upper()} on {cfg.data}" if cfg is not None else ""
     if isinstance(m, Sphere) and m.dim == 2:
-        return sphere_map(log_prob, path, samples=samples, points=points, title=title, resolution=60)
+        return sphere_map(log_prob, path, samples=samples, points=points, title=title, resolution=45)
     if isinstance(m, FlatTorus) and m.dim == 2:
-        return torus_heatmap(log_prob, path, samples=samples, points=points, title=title, resolution=60)
+        return torus_heatmap(log_prob, path, samples=samples, points=points, title=title, resolution=50)
     return None

@@ -42,11 +42,20 @@ def test_public_names():
     assert issubclass(manifolds.Sphere, geoopt.Manifold)
 
 
-@pytest.mark.parametrize("script,args", [("frechet_mean.py", ["--n", "200", "--steps", "300"])])
-def test_example_runs(script, args):
+@pytest.mark.parametrize(
+    "script,args,expect",
+    [
+        ("frechet_mean.py", ["--n", "200", "--steps", "300"], "agreement: OK"),
+        ("train_earth.py", ["--data", "volcano", "--steps", "20"], "test NLL"),
+        ("known_density.py", ["--target", "vmf_mixture_s2", "--steps", "20"], "gap"),
+    ],
+)
+def test_example_runs(script, args, expect, tmp_path):
+    if script != "frechet_mean.py":
+        args = [*args, "--out", str(tmp_path / "run")]
     res = subprocess.run(
         [sys.executable, "-W", "error::DeprecationWarning", str(ROOT / "examples" / script), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "agreement: OK" in res.stdout
+    assert expect in res.stdout
