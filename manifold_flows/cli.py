@@ -106,11 +106,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif out.suffix == ".pt":
         torch.save(x.cpu(), out)
     else:
-        from .plots import _latlon
         from manifolds import Sphere
 
+        from .datasets import xyz_to_latlon
+
         if isinstance(objective.manifold, Sphere) and objective.manifold.dim == 2:
-            np.savetxt(out, _latlon(x), delimiter=",", header="lat,lon", comments="", fmt="%.6f")
+            np.savetxt(out, xyz_to_latlon(x.detach().double().cpu()).numpy(), delimiter=",", header="lat,lon", comments="", fmt="%.6f")
         else:
             header = ",".join(f"x{i}" for i in range(arr.shape[1]))
             np.savetxt(out, arr, delimiter=",", header=header, comments="", fmt="%.8f")

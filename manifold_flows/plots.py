@@ -13,19 +13,9 @@ from matplotlib.figure import Figure
 
 from manifolds import FlatTorus, Manifold, Sphere
 
+from .datasets import latlon_to_xyz, xyz_to_latlon
+
 LogProb = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _xyz(lat_deg: np.ndarray, lon_deg: np.ndarray) -> torch.Tensor:
-    lat, lon = np.radians(lat_deg), np.radians(lon_deg)
-    return torch.from_numpy(np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1))
-
-
-def _latlon(x: torch.Tensor) -> np.ndarray:
-    x = x.detach().double().cpu().numpy()
-    lat = np.degrees(np.arcsin(np.clip(x[:, 2], -1, 1)))
-    lon = np.degrees(np.arctan2(x[:, 1], x[:, 0]))
-    return np.stack([lat, lon], -1)
 
 
 def sphere_map(
@@ -57,7 +47,7 @@ def sphere_map(
     lat_c, lon_c = 0.5 * (lat[1:] + lat[:-1]), 0.5 * (lon[1:] + lon[:-1])
     grid_lon, grid_lat = np.meshgrid(lon_c, lat_c)
     with torch.no_grad():
-        lp = log_prob(_xyz(grid_lat.ravel(), grid_lon.ravel())).double().cpu().numpy().reshape(grid_lat.shape)
+        lp = log_prob(latlon_to_xyz(torch.from_numpy(np.stack([grid_lat.ravel(), grid_lon.ravel()], -1)))).double().cpu().numpy().reshape(grid_lat.shape)
     fig = Figure(figsize=(10, 5.6), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1, projection=ccrs.Robinson())
@@ -69,10 +59,10 @@ def sphere_map(
     mesh = ax.contourf(lon_wrap, lat_c, lp_wrap, levels=24, transform=ccrs.PlateCarree(), cmap="magma", alpha=0.7)
     fig.colorbar(mesh, ax=ax, shrink=0.7, label="log-density (nats)")
     if samples is not None:
-        s = _latlon(samples)
+        s = xyz_to_latlon(samples.detach().double().cpu()).numpy()
         ax.scatter(s[:, 1], s[:, 0], s=1.5, c="cyan", alpha=0.5, transform=ccrs.PlateCarree(), label="model samples")
     if points is not None:
-        p = _latlon(points)
+        p = xyz_to_latlon(points.detach().double().cpu()).numpy()
         ax.scatter(p[:, 1], p[:, 0], s=9, facecolors="none", edgecolors="white", linewidths=0.6,
                    transform=ccrs.PlateCarree(), label="test data")
     if samples is not None or points is not None:
