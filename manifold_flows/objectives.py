@@ -10,6 +10,7 @@ from torch import nn
 from manifolds import Manifold
 
 from .coupling import COUPLINGS, ot_pairing
+from .likelihood import log_likelihood, sample as integrate_samples
 from .paths import GeodesicPath
 
 
@@ -42,8 +43,6 @@ class FlowObjective(nn.Module):
         self, x: torch.Tensor, *, net: Optional[nn.Module] = None, steps: int = 100, method: str = "rk4", **kwargs
     ) -> torch.Tensor:
         """Log-density ``[N]`` of the model at ``x [N, D]`` (w.r.t. the Riemannian volume)."""
-        from .likelihood import log_likelihood
-
         return log_likelihood(self.field(net), x, manifold=self.manifold, steps=steps, method=method, **kwargs)
 
     @torch.no_grad()
@@ -59,8 +58,6 @@ class FlowObjective(nn.Module):
         device: Optional[torch.device] = None,
     ) -> torch.Tensor:
         """``n`` samples ``[n, D]`` of the model."""
-        from .likelihood import sample as integrate_samples
-
         p = next(self.net.parameters())
         return integrate_samples(
             self.field(net), n, manifold=self.manifold, steps=steps, method=method, generator=generator,

@@ -8,17 +8,6 @@ def tiny(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).tiny ** 0.5
 
 
-def safe_ratio(num: torch.Tensor, den: torch.Tensor, *, at_zero: float | torch.Tensor) -> torch.Tensor:
-    """``num / den`` where ``den`` is a non-negative norm; returns ``at_zero`` where ``den`` vanishes.
-
-    The division is evaluated on a sanitised denominator so neither branch produces inf or NaN,
-    which keeps gradients through :func:`torch.where` finite.
-    """
-    zero = den <= tiny(den.dtype)
-    den_safe = torch.where(zero, torch.ones_like(den), den)
-    return torch.where(zero, torch.as_tensor(at_zero, dtype=num.dtype, device=num.device), num / den_safe)
-
-
 def dot(x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
     """Inner product over the last dimension, ``[..., D] x [..., D] -> [...]``.
 
