@@ -152,6 +152,61 @@ class SyntheticTarget(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- von Mises-Fisher
+def _sample_one_minus_w(kap: torch.Tensor, p: int, generator, f64) -> torch.Tensor:
+    """``1 - <mu, x>`` for vMF samples with concentrations ``kap`` (shape ``[n]``) on S^(p-1).
+
+    ``1 - w`` rather than ``w`` keeps full precision for large kappa, where ``w`` is
+    within ``1/kappa`` of 1.
+    """
+    n = kap.shape[0]
+    if p == 3:
+        u = torch.rand(n, generator=generator, **f64)
+        positive = kap > 0
+        k_safe = torch.where(positive, kap, torch.ones_like(kap))
+        # 1 - w = -log(u + (1 - u) e^(-2k)) / k = -log1p((1 - u) expm1(-2k)) / k
+        exact = -torch.log1p((1.0 - u) * torch.expm1(-2.0 * k_safe)) / k_safe
+        return torch.where(positive, exact, 2.0 * (1.0 - u)).clamp(0.0, 2.0)
+    # Wood (1994): envelope parameters b, x0 = (1 - b) / (1 + b), c = kappa x0 + (p-1) log(1 - x0^2)
+    m1 = p - 1.0
+    b = m1 / (2.0 * kap + torch.sqrt(4.0 * kap * kap + m1 * m1))
+    x0 = (1.0 - b) / (1.0 + b)
+    one_minus_x0 = 2.0 * b / (1.0 + b)
+    c = kap * x0 + m1 * torch.log(4.0 * b / (1.0 + b) ** 2)
+    out = torch.empty(n, **f64)
+    todo = torch.arange(n, device=kap.device)
+    while todo.numel() > 0:
+        m = todo.numel()
+        bb, kk, xx, omx, cc = b[todo], kap[todo], x0[todo], one_minus_x0[todo], c[todo]
+        # Z ~ Beta((p-1)/2, (p-1)/2) as (1 + t) / 2, t the first coordinate of a uniform point on S^(p-1)
+        g = torch.randn(m, p, generator=generator, **f64)
+        z = 0.5 * (1.0 + g[:, 0] / torch.linalg.vector_norm(g, dim=-1).clamp_min(1e-300))
+        u = torch.rand(m, generator=generator, **f64)
+        omw = 2.0 * bb * z / (1.0 - (1.0 - bb) * z)  # 1 - W
+        w = 1.0 - omw
+        accept = kk * w + m1 * torch.log(omx + xx * omw) - cc >= torch.log(u)
+        out[todo[accept]] = omw[accept]
+        todo = todo[~accept]
+    return out.clamp(0.0, 2.0)
+
+
+def sample_vmf(mu: torch.Tensor, kappa: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One von Mises-Fisher sample per row: mean directions ``mu [n, p]`` (unit), concentrations ``kappa [n]``.
+
+    ``1 - <mu, x>`` is drawn exactly (inverse CDF on S^2, Wood's rejection algorithm otherwise),
+    then a uniform direction orthogonal to ``mu``. Works in float64 and returns ``[n, p]`` in
+    float64 on ``mu``'s device; ``kappa = 0`` gives the uniform distribution.
+    """
+    f64 = dict(dtype=torch.float64, device=mu.device)
+    mu = mu.to(**f64)
+    n, p = mu.shape
+    one_minus_w = _sample_one_minus_w(kappa.to(**f64), p, generator, f64)
+    g = torch.randn(n, p, generator=generator, **f64)
+    tangent = g - (g * mu).sum(-1, keepdim=True) * mu
+    tangent = tangent / torch.linalg.vector_norm(tangent, dim=-1, keepdim=True).clamp_min(1e-300)
+    radial = torch.sqrt((one_minus_w * (2.0 - one_minus_w)).clamp_min(0.0))  # sqrt(1 - w^2)
+    return (1.0 - one_minus_w).unsqueeze(-1) * mu + radial.unsqueeze(-1) * tangent
+
+
 class VonMisesFisherMixture(SyntheticTarget):
     """Mixture of von Mises-Fisher distributions on the sphere S^d (any d >= 1).
 
@@ -214,56 +269,10 @@ class VonMisesFisherMixture(SyntheticTarget):
         """Exact samples on S^d, shape ``[n, d+1]`` (see :meth:`SyntheticTarget.sample`)."""
         dtype, device = self._dtype_device(dtype, device)
         f64 = dict(dtype=torch.float64, device=device)
-        p = self.manifold.ambient_dim
         comp = self._components(self.log_weights, n, generator, device)
         mu = self.means.to(**f64)[comp]
         kap = self.kappas.to(**f64)[comp]
-        one_minus_w = self._sample_one_minus_w(kap, p, generator, f64)
-        # uniform direction in the tangent space at mu
-        g = torch.randn(n, p, generator=generator, **f64)
-        tangent = g - (g * mu).sum(-1, keepdim=True) * mu
-        tangent = tangent / torch.linalg.vector_norm(tangent, dim=-1, keepdim=True).clamp_min(1e-300)
-        radial = torch.sqrt((one_minus_w * (2.0 - one_minus_w)).clamp_min(0.0))  # sqrt(1 - w^2)
-        x = (1.0 - one_minus_w).unsqueeze(-1) * mu + radial.unsqueeze(-1) * tangent
-        return self.manifold.projx(x).to(dtype)
-
-    @staticmethod
-    def _sample_one_minus_w(kap: torch.Tensor, p: int, generator, f64) -> torch.Tensor:
-        """``1 - <mu, x>`` for vMF samples with concentrations ``kap`` (shape ``[n]``) on S^(p-1).
-
-        ``1 - w`` rather than ``w`` keeps full precision for large kappa, where ``w`` is
-        within ``1/kappa`` of 1.
-        """
-        n = kap.shape[0]
-        if p == 3:
-            u = torch.rand(n, generator=generator, **f64)
-            positive = kap > 0
-            k_safe = torch.where(positive, kap, torch.ones_like(kap))
-            # 1 - w = -log(u + (1 - u) e^(-2k)) / k = -log1p((1 - u) expm1(-2k)) / k
-            exact = -torch.log1p((1.0 - u) * torch.expm1(-2.0 * k_safe)) / k_safe
-            return torch.where(positive, exact, 2.0 * (1.0 - u)).clamp(0.0, 2.0)
-        # Wood (1994): envelope parameters b, x0 = (1 - b) / (1 + b), c = kappa x0 + (p-1) log(1 - x0^2)
-        m1 = p - 1.0
-        b = m1 / (2.0 * kap + torch.sqrt(4.0 * kap * kap + m1 * m1))
-        x0 = (1.0 - b) / (1.0 + b)
-        one_minus_x0 = 2.0 * b / (1.0 + b)
-        c = kap * x0 + m1 * torch.log(4.0 * b / (1.0 + b) ** 2)
-        out = torch.empty(n, **f64)
-        todo = torch.arange(n, device=kap.device)
-        while todo.numel() > 0:
-            m = todo.numel()
-            bb, kk, xx, omx, cc = b[todo], kap[todo], x0[todo], one_minus_x0[todo], c[todo]
-            # Z ~ Beta((p-1)/2, (p-1)/2) as (1 + t) / 2, t the first coordinate of a uniform point on S^(p-1)
-            g = torch.randn(m, p, generator=generator, **f64)
-            z = 0.5 * (1.0 + g[:, 0] / torch.linalg.vector_norm(g, dim=-1).clamp_min(1e-300))
-            u = torch.rand(m, generator=generator, **f64)
-            omw = 2.0 * bb * z / (1.0 - (1.0 - bb) * z)  # 1 - W
-            w = 1.0 - omw
-            accept = kk * w + m1 * torch.log(omx + xx * omw) - cc >= torch.log(u)
-            out[todo[accept]] = omw[accept]
-            todo = todo[~accept]
-        return out.clamp(0.0, 2.0)
-
+        return self.manifold.projx(sample_vmf(mu, kap, generator)).to(dtype)
 
 # ---------------------------------------------------------------------------------------- wrapped normal
 class WrappedNormalMixture(SyntheticTarget):
