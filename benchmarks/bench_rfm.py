@@ -44,12 +44,14 @@ BEST_PUBLISHED = {"volcano": -7.93, "earthquake": -0.40, "flood": 0.25}
 
 def budgeted_config(cfg: TrainConfig, minutes: float) -> TrainConfig:
     """``cfg`` with as many steps as fit in ``minutes`` at the measured training rate."""
+    cfg = cfg.resolved()
     data = load_data(cfg)
     manifold = data["manifold"]
     torch.manual_seed(0)
     obj = build_objective(cfg, manifold)
-    opt = torch.optim.AdamW(obj.net.parameters(), lr=cfg.lr)
     x = data["train"].to(torch.float32)
+    obj.prepare(x, data["val"].to(torch.float32))
+    opt = torch.optim.AdamW(obj.net.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(0)
 
     def step():

@@ -24,6 +24,7 @@ from .synthetic import (
     SyntheticTarget,
     VonMisesFisherMixture,
     WrappedNormalMixture,
+    sample_vmf,
     vmf_log_normalizer,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "load_dataset",
     "load_earth",
     "read_latlon_csv",
+    "sample_vmf",
     "split",
     "vmf_log_normalizer",
     "xyz_to_latlon",

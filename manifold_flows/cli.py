@@ -13,11 +13,23 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from .objectives import OBJECTIVES
 from .train import DTYPES, TrainConfig, build_objective, evaluate_split, load_data, train
 
 HELP = {
     "data": "volcano | earthquake | flood | PATH.csv (lat,lon degrees) | a synthetic name (see manifold_flows.datasets)",
-    "method": "training objective",
+    "method": "training objective: rfm | moser | ppd (per-method defaults fill unset options, see README)",
+    "lr": "learning rate (default: per method)",
+    "activation": "silu | relu | gelu | tanh | softplus | softplus100 (default: per method)",
+    "lam": "Moser Flow: weight of the negative-mass penalty (default: per method)",
+    "eps": "Moser Flow: density floor in the log and the penalty",
+    "n_uniform": "Moser Flow: uniform points per step for the penalty (default: batch size)",
+    "zero_init": "start from the zero field (default: per method; on for Moser Flow)",
+    "divergence": "divergence estimator in training for moser/ppd: exact | hutchinson",
+    "n_probes": "Hutchinson probes per point",
+    "ppd_norm": "PPD: 1 or 2, the norm of the residual (default: per method)",
+    "kappa1": "PPD: kernel concentration at t=1 (default: chosen on the validation split)",
+    "uniform": "PPD: weight of the base density in the target path (default: chosen on the validation split)",
     "out": "output folder (checkpoints, metrics.json, density.png)",
     "steps": "training steps",
     "coupling": "noise-data coupling for RFM: independent | ot (minibatch optimal transport)",
@@ -30,14 +42,21 @@ HELP = {
 }
 
 
+OPTIONAL_TYPES = {"split_seed": int, "lr": float, "activation": str, "lam": float, "n_uniform": int, "ppd_norm": int,
+                  "kappa1": float, "uniform": float, "zero_init": bool}
+"""Argument types of the config fields whose default is ``None``."""
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        if isinstance(default, bool):
+        kind = OPTIONAL_TYPES[f.name] if default is None else type(default)
+        if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP.get(f.name))
+        elif f.name == "method":
+            p.add_argument(flag, choices=sorted(OBJECTIVES), default=default, help=HELP.get(f.name))
         else:
-            kind = int if f.name == "split_seed" else type(default)
             p.add_argument(flag, type=kind, default=default, help=HELP.get(f.name, f"(default: {default})"))
 
 
@@ -50,11 +69,13 @@ def _load_checkpoint(path: str, device: str):
     ck = torch.load(p, map_location=device, weights_only=False)
     if "config" not in ck or "ema" not in ck:
         raise SystemExit(f"error: {p} is not a manifold-flows checkpoint (no config/ema entries)")
-    cfg = TrainConfig.from_dict(ck["config"])
+    cfg = TrainConfig.from_dict(ck["config"]).resolved()
     cfg.device = device
     data = load_data(cfg)
     manifold = data["manifold"]
-    objective = build_objective(cfg, manifold).to(device=device, dtype=DTYPES[cfg.dtype])
+    dtype = DTYPES[cfg.dtype]
+    objective = build_objective(cfg, manifold).to(device=device, dtype=dtype)
+    objective.prepare(data["train"].to(device=device, dtype=dtype), data["val"].to(device=device, dtype=dtype))
     objective.net.load_state_dict(ck["ema"])
     objective.eval()
     return cfg, data, objective
@@ -76,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if distributed:
             dist.destroy_process_group()
     if metrics:
-        keys = ["test_nll", "val_nll", "base_nll", "target_nll", "gap", "steps", "train_seconds", "figure"]
+        keys = ["test_nll", "val_nll", "base_nll", "target_nll", "gap", "negative_mass", "ode_nll", "explicit_nll",
+                "path_nll", "steps", "train_seconds", "figure"]
         print(json.dumps({k: metrics[k] for k in keys if k in metrics}, indent=2))
         print(f"wrote {Path(cfg.out) / 'metrics.json'}")
     return 0

@@ -11,7 +11,14 @@ from torch import nn
 
 from manifolds import FlatTorus, Manifold, ProductManifold
 
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "softplus": nn.Softplus}
+ACTIVATIONS = {
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "softplus100": lambda: nn.Softplus(beta=100.0),  # the Moser Flow paper's choice: smooth, near-ReLU
+}
 
 
 class InputFeatures(nn.Module):
@@ -65,6 +72,8 @@ class VectorField(nn.Module):
         activation: one of :data:`ACTIVATIONS`.
         n_fourier: Fourier frequencies per torus angle.
         time_dependent: if False the field ignores ``t`` (Moser Flow).
+        zero_init: start from the zero field (last layer zeroed); a Moser Flow model then starts at
+            the base density exactly.
     """
 
     def __init__(
@@ -75,6 +84,7 @@ class VectorField(nn.Module):
         activation: str = "silu",
         n_fourier: int = 2,
         time_dependent: bool = True,
+        zero_init: bool = False,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -90,6 +100,9 @@ class VectorField(nn.Module):
             layers += [nn.Linear(width_in if i == 0 else hidden, hidden), ACTIVATIONS[activation]()]
         layers.append(nn.Linear(hidden, manifold.ambient_dim))
         self.mlp = nn.Sequential(*layers)
+        if zero_init:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Tangent vectors ``[..., D]`` at ``projx(x)``; ``t`` is a scalar or ``[...]`` tensor."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -10,6 +11,9 @@ from torch import nn
 from manifolds import Manifold
 
 from .coupling import COUPLINGS, ot_pairing
+from .divergence import METHODS as DIVERGENCE_METHODS
+from .divergence import value_and_divergence
+from .kde import KernelDensityPath
 from .likelihood import log_likelihood, sample as integrate_samples
 from .paths import GeodesicPath
 
@@ -33,6 +37,14 @@ class FlowObjective(nn.Module):
     def loss(self, x1: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:  # pragma: no cover
         """Scalar training loss on a data batch ``x1 [B, D]``."""
         raise NotImplementedError
+
+    def prepare(self, train: torch.Tensor, val: torch.Tensor) -> Dict[str, Any]:
+        """Fit whatever the objective derives from the data before training; returns a summary for metrics.json."""
+        return {}
+
+    def diagnostics(self, x: torch.Tensor, net: Optional[nn.Module] = None, **kwargs) -> Dict[str, Any]:
+        """Objective-specific checks on held-out points ``x`` (added to metrics.json)."""
+        return {}
 
     def field(self, net: Optional[nn.Module] = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The tangent field ``(x, t) -> v`` that transports the base at t=0 to the model at t=1."""
@@ -96,4 +108,209 @@ class RFM(FlowObjective):
         return self.manifold.inner(ps.xt, diff).mean()
 
 
-OBJECTIVES = {"rfm": RFM}
+class MoserFlow(FlowObjective):
+    """Moser Flow (Rozen, Grover, Nickel, Lipman, NeurIPS 2021): the density is ``mu = nu - div u``.
+
+    ``u`` is a time-independent tangent field (``net(x)``; a ``t`` argument is ignored) and ``nu``
+    the uniform base density. By the divergence theorem ``mu`` integrates to 1 on a closed
+    manifold, so no ODE is solved in training or in :meth:`log_prob`. The loss is
+
+        -mean_data log max(eps, mu(x)) + lam * Vol(M) * mean_uniform (eps - min(eps, mu(y))),
+
+    the second term a Monte Carlo estimate of ``lam * int_M mu_-`` over ``n_uniform`` uniform
+    points ``y`` (``mu_- / eta`` with ``eta = 1 / Vol`` the uniform density).
+
+    Samples integrate ``v_t = u / ((1 - t) nu + t mu_+)`` from base samples at ``t = 0`` to
+    ``t = 1``; this field carries ``nu`` along ``alpha_t = (1 - t) nu + t mu``, so where
+    ``mu >= eps`` the sampler's ODE likelihood equals the explicit ``log mu`` (see
+    :meth:`diagnostics`).
+
+    Args:
+        manifold: a compact manifold with a uniform base distribution.
+        net: the tangent-field network (build it with ``time_dependent=False``).
+        eps: floor ``eps`` of the density in the log and in the penalty (published 1e-5).
+        lam: weight of the negative-mass penalty (published 2; 100 on the earth data).
+        n_uniform: uniform points per step for the penalty (default: the data batch size).
+        divergence: ``"exact"`` or ``"hutchinson"`` (training only; :meth:`log_prob` is exact).
+        n_probes: Hutchinson probes per point.
+    """
+
+    def __init__(self, manifold: Manifold, net: nn.Module, *, eps: float = 1e-5, lam: float = 2.0,
+                 n_uniform: Optional[int] = None, divergence: str = "exact", n_probes: int = 1):
+        super().__init__(manifold, net)
+        if not manifold.compact:
+            raise ValueError(f"Moser Flow needs a compact manifold (the divergence theorem makes mu integrate to 1); "
+                             f"{manifold} is not compact")
+        if divergence not in DIVERGENCE_METHODS:
+            raise ValueError(f"unknown divergence method {divergence!r}; choose from {list(DIVERGENCE_METHODS)}")
+        if not eps > 0 or not lam >= 0:
+            raise ValueError(f"need eps > 0 and lam >= 0, got eps={eps}, lam={lam}")
+        if n_uniform is not None and n_uniform < 1:
+            raise ValueError(f"n_uniform must be >= 1, got {n_uniform}")
+        self.eps, self.lam, self.n_uniform = float(eps), float(lam), n_uniform
+        self.divergence, self.n_probes = divergence, n_probes
+        self.log_volume = math.log(manifold.volume)
+
+    def density(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, create_graph: bool = False,
+                method: str = "exact", generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``mu(x) = nu - div u(x)``, shape ``[...]`` (can be negative; differentiable with ``create_graph``)."""
+        u = net if net is not None else self.net
+        _, div = value_and_divergence(lambda y, s: u(y), x, 0.0, manifold=self.manifold, method=method,
+                                      n_probes=self.n_probes, generator=generator, create_graph=create_graph)
+        return math.exp(-self.log_volume) - div
+
+    def loss(self, x1: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Moser Flow loss on a data batch ``x1 [B, D]``."""
+        m = self.n_uniform or x1.shape[0]
+        y = self.manifold.random_base(m, dtype=x1.dtype, device=x1.device, generator=generator)
+        mu = self.density(torch.cat([x1, y]), create_graph=True, method=self.divergence, generator=generator)
+        mu_data, mu_unif = mu[: x1.shape[0]], mu[x1.shape[0]:]
+        fit = -torch.log(torch.clamp(mu_data, min=self.eps)).mean()
+        negative = (self.eps - torch.clamp(mu_unif, max=self.eps)).mean() * math.exp(self.log_volume)
+        return fit + self.lam * negative
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, **kwargs) -> torch.Tensor:
+        """Explicit ``log max(eps, mu(x))`` (no ODE; solver arguments are accepted and ignored)."""
+        self.manifold.assert_check_point(x)
+        out = [torch.log(torch.clamp(self.density(c, net=net), min=self.eps)) for c in torch.split(x, 4096)]
+        return torch.cat(out) if out else x.new_zeros(0)
+
+    def ode_log_prob(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, steps: int = 100,
+                     method: str = "rk4", **kwargs) -> torch.Tensor:
+        """Log-likelihood of the *sampler* (the ODE of :meth:`field`) at ``x``, by the augmented ODE."""
+        return super().log_prob(x, net=net, steps=steps, method=method, **kwargs)
+
+    def field(self, net: Optional[nn.Module] = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The sampling field ``v_t(x) = u(x) / ((1 - t) nu + t max(eps, mu(x)))``."""
+        u = net if net is not None else self.net
+        nu = math.exp(-self.log_volume)
+
+        def v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            # keep the graph when an outer divergence (the ODE likelihood) differentiates v
+            create = torch.is_grad_enabled() and x.requires_grad
+            ux, div = value_and_divergence(lambda y, s: u(y), x, 0.0, manifold=self.manifold, create_graph=create)
+            mu = torch.clamp(nu - div, min=self.eps)
+            return ux / ((1 - t) * nu + t * mu).unsqueeze(-1)
+
+        return v
+
+    @torch.no_grad()
+    def negative_mass(self, n: int = 100_000, *, net: Optional[nn.Module] = None,
+                      generator: Optional[torch.Generator] = None) -> Dict[str, float]:
+        """Monte Carlo over ``n`` uniform points: ``int mu_-`` (mass below zero), ``int mu`` (should be 1), and standard errors."""
+        p = next(self.net.parameters())
+        y = self.manifold.random_base(n, dtype=p.dtype, device=p.device, generator=generator)
+        mu = torch.cat([self.density(c, net=net) for c in torch.split(y, 4096)]) * math.exp(self.log_volume)
+        neg = torch.clamp(-mu, min=0)
+        se = lambda z: float(z.std() / math.sqrt(n))  # noqa: E731
+        return {"negative_mass": float(neg.mean()), "negative_mass_se": se(neg),
+                "total_mass": float(mu.mean()), "total_mass_se": se(mu)}
+
+    def diagnostics(self, x: torch.Tensor, net: Optional[nn.Module] = None, *, steps: int = 100, method: str = "rk4",
+                    max_points: int = 200, n_mc: int = 100_000, **kwargs) -> Dict[str, Any]:
+        """Negative mass, total mass, and the explicit-versus-ODE likelihood agreement on ``x[:max_points]``."""
+        gen = torch.Generator(device=x.device).manual_seed(0)
+        out: Dict[str, Any] = self.negative_mass(n_mc, net=net, generator=gen)
+        xs = x[:max_points]
+        explicit = self.log_prob(xs, net=net)
+        ode = self.ode_log_prob(xs, net=net, steps=steps, method=method)
+        diff = (explicit - ode).abs()
+        out.update(ode_check_points=int(xs.shape[0]), explicit_nll=float(-explicit.mean()), ode_nll=float(-ode.mean()),
+                   ode_abs_diff_mean=float(diff.mean()), ode_abs_diff_max=float(diff.max()))
+        return out
+
+
+def ppd_residual(log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], net: nn.Module, x: torch.Tensor,
+                 t: torch.Tensor, manifold: Manifold, *, create_graph: bool = True, divergence: str = "exact",
+                 n_probes: int = 1, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The log mass-conservation residual ``d/dt log p_t + div v_t + <grad log p_t, v_t>_g`` at ``(x_b, t_b)``.
+
+    It vanishes exactly when ``v`` transports the path ``p_t`` (continuity equation divided by ``p_t``).
+
+    Args:
+        log_prob: ``log p_t``: ``(x [B, D], t [B]) -> [B]``, differentiable in ``x`` and ``t``.
+        net: the field, ``net(x [B, D], t [B]) -> [B, D]`` tangent vectors.
+        x: points on the manifold ``[B, D]``.
+        t: times ``[B]``.
+        manifold: the manifold (Riemannian gradient = tangent projection of the ambient gradient).
+        create_graph: keep the graph w.r.t. the network's parameters (training).
+        divergence: ``"exact"`` or ``"hutchinson"``.
+
+    Returns:
+        The residual ``[B]``.
+    """
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        tg = t.detach().requires_grad_(True)
+        lp = log_prob(xg, tg)
+        gx, gt = torch.autograd.grad(lp.sum(), (xg, tg))
+    grad = manifold.proju(x, gx.detach())
+    dt = gt.detach()
+    tt = t.detach()
+    v, div = value_and_divergence(lambda y, s: net(y, tt), x.detach(), 0.0, manifold=manifold, method=divergence,
+                                  n_probes=n_probes, generator=generator, create_graph=create_graph)
+    return dt + div + manifold.inner(x.detach(), grad, v)
+
+
+class PPD(FlowObjective):
+    """Probability path divergence (Ben-Hamu et al., ICML 2022): fit ``v_t`` to a tractable target path.
+
+    The target ``p_t`` is a :class:`~manifold_flows.kde.KernelDensityPath` from the base density
+    (t = 0) to a kernel density estimate of the training data (t = 1), fitted by
+    :meth:`prepare`. The loss is ``mean |r|^p`` of :func:`ppd_residual` at ``t ~ U[0, 1]`` and
+    ``x ~ p_t`` (a kernel draw around each training point of the batch, or a base draw with the
+    path's uniform weight). No ODE is solved in training; likelihoods and samples use the
+    shared augmented ODE like RFM.
+
+    Args:
+        manifold: Sphere (d <= 3), FlatTorus, Euclidean or products of them.
+        net: the time-dependent field network.
+        norm: ``p`` of the residual norm (1 or 2).
+        kappa1: concentration of the kernels at ``t = 1``; ``None`` picks it on the validation split.
+        uniform: base weight of the path; ``None`` picks it on the validation split.
+        divergence: ``"exact"`` or ``"hutchinson"``.
+        n_probes: Hutchinson probes per point.
+    """
+
+    def __init__(self, manifold: Manifold, net: nn.Module, *, norm: int = 2, kappa1: Optional[float] = None,
+                 uniform: Optional[float] = None, divergence: str = "exact", n_probes: int = 1):
+        super().__init__(manifold, net)
+        if norm not in (1, 2):
+            raise ValueError(f"norm must be 1 or 2, got {norm!r}")
+        if divergence not in DIVERGENCE_METHODS:
+            raise ValueError(f"unknown divergence method {divergence!r}; choose from {list(DIVERGENCE_METHODS)}")
+        self.norm, self.kappa1, self.uniform = norm, kappa1, uniform
+        self.divergence, self.n_probes = divergence, n_probes
+        self.path: Optional[KernelDensityPath] = None
+
+    def prepare(self, train: torch.Tensor, val: torch.Tensor) -> Dict[str, Any]:
+        """Build the target path on ``train``; ``kappa1`` / ``uniform`` left as ``None`` are chosen on ``val``."""
+        kappas = [self.kappa1] if self.kappa1 is not None else None
+        uniforms = [self.uniform] if self.uniform is not None else None
+        kw = {k: v for k, v in (("kappas", kappas), ("uniforms", uniforms)) if v is not None}
+        self.path = KernelDensityPath.fit(self.manifold, train, val, **kw)
+        return {"kappa1": self.path.kappa1, "uniform": self.path.uniform, "n_centres": int(train.shape[0]),
+                "path_val_nll": -self.path.val_log_likelihood}
+
+    def loss(self, x1: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """PPD loss on a data batch ``x1 [B, D]`` (the batch picks the kernels the points are drawn from)."""
+        if self.path is None:
+            raise RuntimeError("PPD has no target path yet: call prepare(train, val) first")
+        t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device, generator=generator)
+        x = self.path.sample(t, generator, centres=x1)
+        r = ppd_residual(self.path.log_prob, self.net, x, t, self.manifold, divergence=self.divergence,
+                         n_probes=self.n_probes, generator=generator)
+        return r.abs().mean() if self.norm == 1 else r.pow(2).mean()
+
+    def diagnostics(self, x: torch.Tensor, net: Optional[nn.Module] = None, **kwargs) -> Dict[str, Any]:
+        """The NLL of the target path's ``t = 1`` end on ``x`` (what a perfect fit would score)."""
+        if self.path is None:
+            return {}
+        with torch.no_grad():
+            one = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+            lp = self.path.log_prob(x.to(torch.float64), one)
+        return {"path_nll": float(-lp.mean())}
+
+
+OBJECTIVES = {"rfm": RFM, "moser": MoserFlow, "ppd": PPD}

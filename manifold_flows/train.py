@@ -18,9 +18,16 @@ from tqdm.auto import tqdm
 from manifolds import Manifold
 
 from .nets import EMA, VectorField
-from .objectives import OBJECTIVES, FlowObjective
+from .objectives import OBJECTIVES, PPD, RFM, FlowObjective, MoserFlow
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "rfm": {"lr": 1e-3, "activation": "silu", "zero_init": False},
+    "moser": {"lr": 1e-3, "activation": "softplus100", "lam": 100.0, "zero_init": True},
+    "ppd": {"lr": 1e-3, "activation": "silu", "ppd_norm": 2, "zero_init": False},
+}
+"""Per-method defaults of the config fields left as ``None`` (see README, 'Choosing a method')."""
 
 
 @dataclass
@@ -32,14 +39,23 @@ class TrainConfig:
     out: str = "runs/volcano"
     steps: int = 2000
     batch_size: int = 512
-    lr: float = 1e-3
+    lr: Optional[float] = None
     weight_decay: float = 0.0
     warmup: int = 100
     hidden: int = 256
     depth: int = 4
-    activation: str = "silu"
+    activation: Optional[str] = None
     ema: float = 0.999
     coupling: str = "independent"
+    lam: Optional[float] = None
+    eps: float = 1e-5
+    n_uniform: Optional[int] = None
+    zero_init: Optional[bool] = None
+    divergence: str = "exact"
+    n_probes: int = 1
+    ppd_norm: Optional[int] = None
+    kappa1: Optional[float] = None
+    uniform: Optional[float] = None
     eval_every: int = 500
     solver: str = "rk4"
     solver_steps: int = 100
@@ -53,10 +69,20 @@ class TrainConfig:
     plot: bool = True
     progress: bool = True
 
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
+    def resolved(self) -> "TrainConfig":
+        """A copy with every ``None`` that has a per-method default (:data:`METHOD_DEFAULTS`) filled in."""
         if self.method not in OBJECTIVES:
             raise ValueError(f"unknown method {self.method!r}; choose from {sorted(OBJECTIVES)}")
+        fill = {k: v for k, v in METHOD_DEFAULTS[self.method].items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **fill)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field (call on a :meth:`resolved` config)."""
+        if self.method not in OBJECTIVES:
+            raise ValueError(f"unknown method {self.method!r}; choose from {sorted(OBJECTIVES)}")
+        for name in ("lr", "activation"):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} is unset; call TrainConfig.resolved() for the method's default")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         for name in ("steps", "batch_size", "hidden", "depth", "eval_every", "solver_steps", "max_val_points"):
@@ -64,6 +90,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.divergence not in ("exact", "hutchinson"):
+            raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {self.divergence!r}")
+        if self.method == "moser" and not (self.eps > 0 and self.lam >= 0):
+            raise ValueError(f"Moser Flow needs eps > 0 and lam >= 0, got eps={self.eps}, lam={self.lam}")
+        if self.method == "ppd" and self.ppd_norm not in (1, 2):
+            raise ValueError(f"ppd_norm must be 1 or 2, got {self.ppd_norm}")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
@@ -88,11 +120,18 @@ def atomic_write_text(text: str, path: Path) -> None:
 
 
 def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
-    """The objective named by ``cfg.method`` with a fresh network."""
-    net = VectorField(manifold, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation)
-    cls = OBJECTIVES[cfg.method]
-    kwargs = {"coupling": cfg.coupling} if cfg.method == "rfm" else {}
-    return cls(manifold, net, **kwargs)
+    """The objective named by ``cfg.method`` with a fresh network (``cfg`` is resolved first)."""
+    cfg = cfg.resolved()
+    moser = cfg.method == "moser"
+    net = VectorField(manifold, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
+                      time_dependent=not moser, zero_init=bool(cfg.zero_init))
+    if cfg.method == "rfm":
+        return RFM(manifold, net, coupling=cfg.coupling)
+    if moser:
+        return MoserFlow(manifold, net, eps=cfg.eps, lam=cfg.lam, n_uniform=cfg.n_uniform, divergence=cfg.divergence,
+                         n_probes=cfg.n_probes)
+    return PPD(manifold, net, norm=cfg.ppd_norm, kappa1=cfg.kappa1, uniform=cfg.uniform, divergence=cfg.divergence,
+               n_probes=cfg.n_probes)
 
 
 def load_data(cfg: TrainConfig) -> Dict[str, Any]:
@@ -125,6 +164,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Dict[str, Any]:
     ``torchrun`` each process trains on its own batches and gradients are averaged (DDP);
     only rank 0 evaluates and writes.
     """
+    cfg = cfg.resolved()
     cfg.validate()
     rank, world = _distributed()
     device = torch.device(cfg.device)
@@ -140,6 +180,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     objective = build_objective(cfg, manifold).to(device=device, dtype=dtype)
+    objective_info = objective.prepare(train_x, val_x)
     ema = EMA(objective.net, cfg.ema)
     opt = torch.optim.AdamW(objective.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -156,8 +197,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Dict[str, Any]:
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         ck = torch.load(last_path, map_location=device, weights_only=False)
-        saved = TrainConfig.from_dict(ck["config"])
-        for key in ("data", "method", "hidden", "depth", "activation", "dtype", "seed", "split_seed", "dedupe"):
+        saved = TrainConfig.from_dict(ck["config"]).resolved()
+        for key in ("data", "method", "hidden", "depth", "activation", "dtype", "seed", "split_seed", "dedupe", "zero_init"):
             if getattr(saved, key) != getattr(cfg, key):
                 raise ValueError(f"cannot resume {last_path}: it was trained with {key}={getattr(saved, key)!r}, not {getattr(cfg, key)!r}")
         objective.net.load_state_dict(ck["net"])
@@ -218,7 +259,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Dict[str, Any]:
     metrics = evaluate_split(objective, ema.model, cfg, data, test_x, manifold)
     metrics.update(
         val_nll=best["val_nll"], best_step=best["step"], steps=cfg.steps, train_seconds=round(train_seconds, 2),
-        world_size=world, history=history, config=asdict(cfg),
+        world_size=world, history=history, config=asdict(cfg), objective=objective_info,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     )
     if cfg.plot:
@@ -241,4 +282,5 @@ def evaluate_split(objective: FlowObjective, net, cfg: TrainConfig, data: Dict[s
     if target is not None:
         metrics["target_nll"] = float(-target.log_prob(x.to(torch.float64).cpu()).mean())
         metrics["gap"] = metrics["test_nll"] - metrics["target_nll"]
+    metrics.update(objective.diagnostics(x, net, steps=cfg.solver_steps, method=cfg.solver))
     return metrics

@@ -1,0 +1,229 @@
+"""Kernel density paths: tractable probability paths from the base distribution to a smoothed data density.
+
+PPD (:class:`manifold_flows.objectives.PPD`) needs a target path ``p_t`` whose log-density, time
+derivative and Riemannian gradient can be evaluated anywhere. The path used here is
+
+    p_t(x) = w nu(x) + (1 - w) (1/N) sum_i k(x; c_i, kappa(t)),      kappa(t) = t * kappa_1 ** t,
+
+with ``nu`` the base density, ``c_i`` the training points, ``w`` a small uniform weight and
+``k(.; c, kappa)`` a kernel of concentration ``kappa`` centred at ``c``:
+
+* sphere S^d (d = 1, 2, 3): von Mises-Fisher, ``k = C_d(kappa) exp(kappa <x, c>)``;
+* flat torus T^d: a product of von Mises kernels, ``prod_j exp(kappa cos(x_j - c_j)) / (2 pi I_0(kappa))``;
+* Euclidean R^d (base N(0, I)): ``N(x; a c, (1 - a^2) I)`` with ``a^2 = kappa / (1 + kappa)``;
+* products: the product of the factors' kernels with the same ``kappa``.
+
+Why this path: every kernel family equals the base distribution at ``kappa = 0`` *exactly* (vMF
+and von Mises are uniform, the Gaussian is N(0, I)), so ``p_0 = nu`` for any ``w`` and any
+data; the normalisers are closed-form and differentiable in ``kappa``, so ``d/dt log p_t`` and
+``grad log p_t`` come from autograd without truncated series (a wrapped normal would need a
+number of images that grows as the bandwidth widens, and never reaches the uniform density);
+and the schedule ``kappa(t) = t kappa_1^t`` is linear near ``t = 0`` (where ``kappa`` is small and
+the density is nearly uniform) and geometric later, shrinking the bandwidth ``~ kappa^(-1/2)``
+at a constant rate in log-scale, as in variance-exploding diffusion paths. At ``t = 1`` the
+path is a kernel density estimate with concentration ``kappa_1`` mixed with ``w`` of the base;
+:meth:`KernelDensityPath.fit` picks ``kappa_1`` and ``w`` by validation likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from manifolds import Euclidean, FlatTorus, Manifold, ProductManifold, Sphere
+
+from .datasets import sample_vmf
+
+KAPPA_GRID = tuple(10.0 ** (k / 4) for k in range(0, 17))  # 1 ... 1e4
+"""Concentrations tried by :meth:`KernelDensityPath.fit` (a bandwidth of about 1 down to 0.01 radians)."""
+UNIFORM_GRID = (0.001, 0.01, 0.05, 0.2)
+"""Uniform weights tried by :meth:`KernelDensityPath.fit`."""
+_SMALL = 1e-3  # below this concentration the normalisers use their Taylor expansions
+
+
+def _log_vmf_offset(d: int, kappa: torch.Tensor) -> torch.Tensor:
+    """``log C_d(kappa) + kappa`` for the von Mises-Fisher density ``C_d exp(kappa <x, c>)`` on S^d.
+
+    Written with exponentially scaled Bessel functions so that it is finite for large ``kappa``,
+    and with its Taylor expansion for ``kappa < 1e-3`` so that ``kappa = 0`` (the uniform
+    density) has a finite value and gradient.
+    """
+    small = kappa < _SMALL
+    k = torch.where(small, torch.full_like(kappa, _SMALL), kappa)  # safe branch for the exact formula
+    if d == 2:
+        # C = kappa / (4 pi sinh kappa); log C + kappa = log(kappa / (1 - e^(-2 kappa))) - log(2 pi)
+        exact = torch.log(k / -torch.expm1(-2.0 * k)) - math.log(2 * math.pi)
+        series = -math.log(4 * math.pi) + kappa - kappa**2 / 6
+    elif d == 1:
+        # C = 1 / (2 pi I_0(kappa)); i0e = e^(-kappa) I_0
+        exact = -math.log(2 * math.pi) - torch.log(torch.special.i0e(k))
+        series = -math.log(2 * math.pi) + kappa - kappa**2 / 4
+    elif d == 3:
+        # C = kappa / ((2 pi)^2 I_1(kappa)); I_1(kappa) / kappa = (1 + kappa^2 / 8 + ...) / 2
+        exact = torch.log(k / torch.special.i1e(k)) - 2 * math.log(2 * math.pi)
+        series = math.log(2.0) - 2 * math.log(2 * math.pi) + kappa - kappa**2 / 8
+    else:
+        raise NotImplementedError(f"von Mises-Fisher kernels are implemented on S^1, S^2 and S^3, not S^{d}")
+    return torch.where(small, series, exact)
+
+
+def _log_von_mises_offset(kappa: torch.Tensor) -> torch.Tensor:
+    """``log(1 / (2 pi I_0(kappa))) + kappa`` (von Mises on an angle; same as vMF on S^1)."""
+    return _log_vmf_offset(1, kappa)
+
+
+def _check_kernel_support(manifold: Manifold) -> None:
+    for m in (manifold.factors if isinstance(manifold, ProductManifold) else [manifold]):
+        if isinstance(m, Sphere):
+            if m.dim not in (1, 2, 3):
+                raise NotImplementedError(f"kernel density paths support S^1, S^2 and S^3, not S^{m.dim}")
+        elif not isinstance(m, (FlatTorus, Euclidean)):
+            raise NotImplementedError(f"no kernel family for {type(m).__name__}; kernel density paths support "
+                                      "Sphere, FlatTorus, Euclidean and their products")
+
+
+def _factors(manifold: Manifold) -> List[Manifold]:
+    return list(manifold.factors) if isinstance(manifold, ProductManifold) else [manifold]
+
+
+def kernel_log_matrix(manifold: Manifold, x: torch.Tensor, centres: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """``log k(x_b; c_n, kappa_b)`` for all pairs: ``x [B, D]``, ``centres [N, D]``, ``kappa [B]`` -> ``[B, N]``."""
+    _check_kernel_support(manifold)
+    out = x.new_zeros(x.shape[0], centres.shape[0])
+    sizes = [m.ambient_dim for m in _factors(manifold)]
+    kap = kappa.unsqueeze(-1)
+    for m, xf, cf in zip(_factors(manifold), torch.split(x, sizes, -1), torch.split(centres, sizes, -1)):
+        if isinstance(m, Sphere):
+            # kappa (<x, c> - 1) = -kappa |x - c|^2 / 2 on the sphere; the squared distance keeps precision
+            sq = torch.cdist(xf, cf).pow(2)
+            out = out - 0.5 * kap * sq + _log_vmf_offset(m.dim, kappa).unsqueeze(-1)
+        elif isinstance(m, FlatTorus):
+            # sum_j kappa (cos(x_j - c_j) - 1) = -2 kappa sum_j sin^2((x_j - c_j) / 2)
+            half = 0.5 * (xf.unsqueeze(-2) - cf)
+            out = out - 2.0 * kap * torch.sin(half).pow(2).sum(-1) + m.dim * _log_von_mises_offset(kappa).unsqueeze(-1)
+        else:  # Euclidean: N(x; a c, (1 - a^2) I) with a^2 = kappa / (1 + kappa), 1 - a^2 = 1 / (1 + kappa)
+            a = torch.sqrt(kap / (1.0 + kap))
+            sq = (xf.unsqueeze(-2) - a.unsqueeze(-1) * cf).pow(2).sum(-1)
+            out = out - 0.5 * (1.0 + kap) * sq + 0.5 * m.dim * (torch.log1p(kap) - math.log(2 * math.pi))
+    return out
+
+
+def kernel_sample(manifold: Manifold, centres: torch.Tensor, kappa: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One draw from ``k(.; c_b, kappa_b)`` per row: ``centres [B, D]``, ``kappa [B]`` -> ``[B, D]``."""
+    _check_kernel_support(manifold)
+    sizes = [m.ambient_dim for m in _factors(manifold)]
+    parts = []
+    for m, cf in zip(_factors(manifold), torch.split(centres, sizes, -1)):
+        if isinstance(m, Sphere):
+            parts.append(sample_vmf(cf, kappa, generator).to(centres.dtype))
+        elif isinstance(m, FlatTorus):
+            # each angle: a von Mises draw = a vMF draw on the circle around (cos c, sin c)
+            b, d = cf.shape
+            mu = torch.stack([torch.cos(cf), torch.sin(cf)], -1).reshape(b * d, 2)
+            z = sample_vmf(mu, kappa.repeat_interleave(d), generator)
+            parts.append(torch.atan2(z[:, 1], z[:, 0]).reshape(b, d).to(centres.dtype))
+        else:
+            k = kappa.unsqueeze(-1)
+            noise = torch.randn(cf.shape, generator=generator, dtype=cf.dtype, device=cf.device)
+            parts.append(torch.sqrt(k / (1 + k)) * cf + noise / torch.sqrt(1 + k))
+    return manifold.projx(torch.cat(parts, -1) if len(parts) > 1 else parts[0])
+
+
+class KernelDensityPath(nn.Module):
+    """The path ``p_t = w nu + (1 - w) KDE_{kappa(t)}`` from the base (t = 0) to a kernel density estimate (t = 1).
+
+    See the module notes for the kernels and the schedule ``kappa(t) = t kappa_1^t``.
+
+    Args:
+        manifold: Sphere (d <= 3), FlatTorus, Euclidean or a product of them.
+        centres: the kernel centres (training points), ``[N, D]`` on the manifold.
+        kappa1: concentration at ``t = 1`` (> 0).
+        uniform: weight ``w`` of the base distribution, in ``[0, 1)``.
+    """
+
+    def __init__(self, manifold: Manifold, centres: torch.Tensor, kappa1: float = 100.0, uniform: float = 0.01):
+        super().__init__()
+        _check_kernel_support(manifold)
+        if centres.dim() != 2 or centres.shape[-1] != manifold.ambient_dim or centres.shape[0] == 0:
+            raise ValueError(f"centres must have shape [N >= 1, {manifold.ambient_dim}], got {tuple(centres.shape)}")
+        if not kappa1 > 0:
+            raise ValueError(f"kappa1 must be positive, got {kappa1}")
+        if not 0.0 <= uniform < 1.0:
+            raise ValueError(f"uniform weight must be in [0, 1), got {uniform}")
+        manifold.assert_check_point(centres)
+        self.manifold = manifold
+        self.register_buffer("centres", centres.detach().clone())
+        self.kappa1 = float(kappa1)
+        self.uniform = float(uniform)
+
+    def extra_repr(self) -> str:
+        return f"N={self.centres.shape[0]}, kappa1={self.kappa1:.4g}, uniform={self.uniform:g}"
+
+    def kappa(self, t: torch.Tensor) -> torch.Tensor:
+        """Concentration ``kappa(t) = t kappa_1^t`` (0 at t = 0, kappa_1 at t = 1)."""
+        return t * torch.exp(t * math.log(self.kappa1))
+
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """``log p_t(x)`` for ``x [B, D]`` and ``t [B]`` (or a scalar); differentiable in both."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
+        kappa = self.kappa(t)
+        centres = self.centres.to(x.dtype)
+        n = centres.shape[0]
+        # logsumexp over the centres, in chunks to bound the [B, N] matrices
+        parts = [torch.logsumexp(kernel_log_matrix(self.manifold, x, c, kappa), dim=-1) for c in torch.split(centres, chunk)]
+        kde = torch.logsumexp(torch.stack(parts, -1), -1) - math.log(n) if len(parts) > 1 else parts[0] - math.log(n)
+        if self.uniform == 0.0:
+            return kde
+        return torch.logaddexp(kde + math.log1p(-self.uniform), self.manifold.base_logprob(x) + math.log(self.uniform))
+
+    def sample(self, t: torch.Tensor, generator: Optional[torch.Generator] = None,
+               centres: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One draw from ``p_{t_b}`` per entry of ``t [B]``.
+
+        ``centres [B, D]`` picks the kernel of each draw (for instance a minibatch of training
+        points, which is a uniform choice among the centres); by default they are drawn here.
+        """
+        b = t.shape[0]
+        dev = self.centres.device
+        if centres is None:
+            centres = self.centres[torch.randint(0, self.centres.shape[0], (b,), generator=generator, device=dev)]
+        x = kernel_sample(self.manifold, centres.to(t.dtype), self.kappa(t), generator)
+        if self.uniform > 0:
+            u = torch.rand(b, generator=generator, dtype=t.dtype, device=t.device) < self.uniform
+            base = self.manifold.random_base(b, dtype=t.dtype, device=t.device, generator=generator)
+            x = torch.where(u.unsqueeze(-1), base, x)
+        return x
+
+    @classmethod
+    def fit(cls, manifold: Manifold, centres: torch.Tensor, val: torch.Tensor,
+            kappas: Sequence[float] = KAPPA_GRID, uniforms: Sequence[float] = UNIFORM_GRID,
+            max_val: int = 2000) -> "KernelDensityPath":
+        """The path whose ``t = 1`` end has the highest likelihood on ``val`` over a grid of ``kappa_1`` and ``w``.
+
+        The scores of every candidate are kept in ``path.scores`` (mean validation log-likelihood).
+        """
+        if val.dim() != 2 or val.shape[0] == 0:
+            raise ValueError(f"validation points must have shape [M >= 1, D], got {tuple(val.shape)}")
+        val = val[:max_val].to(torch.float64)
+        c64 = centres.to(torch.float64)
+        one = torch.ones(val.shape[0], dtype=torch.float64, device=val.device)
+        scores: Dict[str, float] = {}
+        best, best_score = None, -math.inf
+        log_base = manifold.base_logprob(val)
+        with torch.no_grad():
+            for k in kappas:
+                kde = cls(manifold, c64, kappa1=k, uniform=0.0).log_prob(val, one)
+                for w in uniforms:
+                    lp = torch.logaddexp(kde + math.log1p(-w), log_base + math.log(w)) if w > 0 else kde
+                    score = float(lp.mean())
+                    scores[f"kappa1={k:.4g},uniform={w:g}"] = score
+                    if score > best_score:
+                        best, best_score = (k, w), score
+        path = cls(manifold, centres, kappa1=best[0], uniform=best[1])
+        path.scores = scores
+        path.val_log_likelihood = best_score
+        return path
