@@ -118,7 +118,13 @@ class VectorField(nn.Module):
 
 
 class EMA(nn.Module):
-    """Exponential moving average of a model's parameters (buffers are copied)."""
+    """Exponential moving average of a model's parameters (buffers are copied).
+
+    The decay of update ``n`` (counting from 0) is ``min(decay, (1 + n) / (10 + n))``: early
+    updates average over the few steps taken so far instead of holding on to the random
+    initialisation, so short runs (and slow objectives) are evaluated on trained weights. The
+    count is a buffer, saved and restored with the state dict.
+    """
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         super().__init__()
@@ -128,11 +134,19 @@ class EMA(nn.Module):
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def current_decay(self) -> float:
+        """The decay the next :meth:`update` uses."""
+        n = int(self.num_updates)
+        return min(self.decay, (1.0 + n) / (10.0 + n))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average towards ``model``'s current parameters."""
+        decay = self.current_decay()
+        self.num_updates += 1
         for avg, p in zip(self.model.parameters(), model.parameters()):
-            avg.lerp_(p.detach(), 1.0 - self.decay)
+            avg.lerp_(p.detach(), 1.0 - decay)
         for avg, b in zip(self.model.buffers(), model.buffers()):
             avg.copy_(b)

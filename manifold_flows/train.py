@@ -207,6 +207,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Dict[str, Any]:
         sched.load_state_dict(ck["scheduler"])
         gen.set_state(ck["generator"].cpu())
         start, best_val, history, train_seconds = ck["step"], ck["best_val"], ck["history"], ck["train_seconds"]
+        ema.num_updates.fill_(start)  # one EMA update per step
 
     model = objective.net
     if world > 1:
