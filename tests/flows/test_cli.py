@@ -85,3 +85,46 @@ def test_two_process_gloo_run(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["steps"] == 10
+
+
+@pytest.fixture(scope="module", params=["moser", "ppd"])
+def method_run(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    res = cli("train", "--data", "volcano", "--method", request.param, "--steps", 12, "--eval-every", 6, "--out", out,
+              *TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return request.param, out
+
+
+def test_other_methods_train_evaluate_sample_and_resume(method_run, tmp_path):
+    method, out = method_run
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["method"] == method and m["steps"] == 12
+    assert m["test_nll"] == m["test_nll"] and (out / "density.png").exists()
+    if method == "moser":
+        assert m["config"]["activation"] == "softplus100" and m["config"]["lam"] == 100.0  # per-method defaults
+        for key in ("negative_mass", "total_mass", "ode_nll", "explicit_nll", "ode_abs_diff_mean"):
+            assert key in m, key
+        assert abs(m["explicit_nll"] - m["test_nll"]) < 1e-5 or m["ode_check_points"] < m["n_test"]
+    else:
+        assert m["config"]["ppd_norm"] == 2
+        assert m["objective"]["kappa1"] > 0 and "path_nll" in m
+    res = cli("evaluate", out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert abs(json.loads(res.stdout)["test_nll"] - m["test_nll"]) < 1e-5
+    res = cli("sample", out, "-n", 20, "--out", tmp_path / "s.npy", "--solver-steps", 4)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = cli("train", "--data", "volcano", "--method", method, "--steps", 18, "--eval-every", 6, "--out", out,
+              "--resume", *TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [h["step"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [6, 12, 18]
+
+
+def test_bad_method_options_get_clear_errors(tmp_path):
+    res = cli("train", "--data", "volcano", "--method", "ppd", "--ppd-norm", 3, "--steps", 2, "--out", tmp_path, *TINY)
+    assert res.returncode == 2 and "ppd_norm" in res.stderr
+    res = cli("train", "--data", "volcano", "--method", "flowy", "--steps", 2, "--out", tmp_path, *TINY)
+    assert res.returncode == 2 and "flowy" in res.stderr
+    res = cli("train", "--data", "volcano", "--method", "rfm", "--divergence", "trace", "--steps", 2, "--out", tmp_path,
+              *TINY)
+    assert res.returncode == 2 and "divergence" in res.stderr

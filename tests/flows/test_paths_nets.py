@@ -80,8 +80,17 @@ def test_ema_tracks_weights():
     with torch.no_grad():
         net.weight.add_(2.0)
     before = ema.model.weight.clone()
+    ema.update(net)  # warm-up decay of the first update: min(0.5, 1/10) = 0.1
+    assert torch.allclose(ema.model.weight, before + 0.9 * 2.0)
+    assert ema.current_decay() == pytest.approx(2 / 11)
+    for _ in range(20):
+        ema.update(net)
+    assert ema.current_decay() == 0.5  # capped at the configured decay
+    target = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(2.0)
     ema.update(net)
-    assert torch.allclose(ema.model.weight, before + 1.0)
+    assert torch.allclose(ema.model.weight, target + 1.0, atol=1e-5)
     with pytest.raises(ValueError):
         EMA(net, decay=1.0)
 
