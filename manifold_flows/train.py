@@ -24,8 +24,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "rfm": {"lr": 1e-3, "activation": "silu", "zero_init": False},
-    "moser": {"lr": 1e-3, "activation": "softplus100", "lam": 100.0, "zero_init": True},
-    "ppd": {"lr": 1e-3, "activation": "silu", "ppd_norm": 2, "zero_init": False},
+    "moser": {"lr": 1e-3, "activation": "softplus100", "lam": 2.0, "zero_init": True},
+    "ppd": {"lr": 1e-3, "activation": "silu", "ppd_norm": 1, "zero_init": False},
 }
 """Per-method defaults of the config fields left as ``None`` (see README, 'Choosing a method')."""
 

@@ -102,12 +102,12 @@ def test_other_methods_train_evaluate_sample_and_resume(method_run, tmp_path):
     assert m["config"]["method"] == method and m["steps"] == 12
     assert m["test_nll"] == m["test_nll"] and (out / "density.png").exists()
     if method == "moser":
-        assert m["config"]["activation"] == "softplus100" and m["config"]["lam"] == 100.0  # per-method defaults
+        assert m["config"]["activation"] == "softplus100" and m["config"]["lam"] == 2.0  # per-method defaults
         for key in ("negative_mass", "total_mass", "ode_nll", "explicit_nll", "ode_abs_diff_mean"):
             assert key in m, key
         assert abs(m["explicit_nll"] - m["test_nll"]) < 1e-5 or m["ode_check_points"] < m["n_test"]
     else:
-        assert m["config"]["ppd_norm"] == 2
+        assert m["config"]["ppd_norm"] == 1
         assert m["objective"]["kappa1"] > 0 and "path_nll" in m
     res = cli("evaluate", out)
     assert res.returncode == 0, res.stderr[-3000:]
