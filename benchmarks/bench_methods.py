@@ -66,7 +66,7 @@ def bench_earth(args) -> None:
             cells.append(f"{mean_std([r['test_nll'] for r in rs])} ({statistics.mean(r['steps'] for r in rs):.0f} steps)")
         rows.append(f"| {NAMES[method]}, {args.minutes:g} CPU-min | " + " | ".join(cells) + " |")
     for method in args.methods:
-        rows.append(f"| {NAMES[method]} (published, GPU-days) | " +
+        rows.append(f"| {NAMES[method]} (published) | " +
                     " | ".join(PUBLISHED[d][PUBLISHED_ROW[method]] for d in args.datasets) + " |")
     extra = []
     for data in args.datasets:
