@@ -73,10 +73,12 @@ def test_bad_data_gets_a_clear_error(tmp_path):
     assert "bad.csv" in res.stderr and "22" in res.stderr
 
 
-def test_two_process_gloo_run(tmp_path):
+@pytest.mark.parametrize("method", ["rfm", "moser"])
+def test_two_process_gloo_run(tmp_path, method):
+    # moser differentiates a divergence (double backward) through DistributedDataParallel
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "manifold_flows.cli", "train", "--data", "volcano", "--steps", "10", "--eval-every", "10",
+           "-m", "manifold_flows.cli", "train", "--data", "volcano", "--method", method, "--steps", "10", "--eval-every", "10",
            "--out", str(out), "--no-plot", *TINY]
     res = subprocess.run(
         cmd,
