@@ -70,11 +70,6 @@ def _log_vmf_offset(d: int, kappa: torch.Tensor) -> torch.Tensor:
     return torch.where(small, series, exact)
 
 
-def _log_von_mises_offset(kappa: torch.Tensor) -> torch.Tensor:
-    """``log(1 / (2 pi I_0(kappa))) + kappa`` (von Mises on an angle; same as vMF on S^1)."""
-    return _log_vmf_offset(1, kappa)
-
-
 def _check_kernel_support(manifold: Manifold) -> None:
     for m in (manifold.factors if isinstance(manifold, ProductManifold) else [manifold]):
         if isinstance(m, Sphere):
@@ -103,7 +98,7 @@ def kernel_log_matrix(manifold: Manifold, x: torch.Tensor, centres: torch.Tensor
         elif isinstance(m, FlatTorus):
             # sum_j kappa (cos(x_j - c_j) - 1) = -2 kappa sum_j sin^2((x_j - c_j) / 2)
             half = 0.5 * (xf.unsqueeze(-2) - cf)
-            out = out - 2.0 * kap * torch.sin(half).pow(2).sum(-1) + m.dim * _log_von_mises_offset(kappa).unsqueeze(-1)
+            out = out - 2.0 * kap * torch.sin(half).pow(2).sum(-1) + m.dim * _log_vmf_offset(1, kappa).unsqueeze(-1)  # von Mises = vMF on S^1
         else:  # Euclidean: N(x; a c, (1 - a^2) I) with a^2 = kappa / (1 + kappa), 1 - a^2 = 1 / (1 + kappa)
             a = torch.sqrt(kap / (1.0 + kap))
             sq = (xf.unsqueeze(-2) - a.unsqueeze(-1) * cf).pow(2).sum(-1)
