@@ -13,7 +13,8 @@ How the fixed-step methods (:data:`SOLVERS`) stay on the manifold and keep their
   argument these are exactly the stages of the ambient Runge-Kutta method applied to ``g``.
 * One-stage methods (``"euler"``) step along the geodesic: ``x_{n+1} = projx(expmap(x_n, h k_1))``,
   which is exact for fields whose integral curves are constant-speed geodesics (the conditional
-  fields of Riemannian Flow Matching).
+  fields of Riemannian Flow Matching). Manifolds without a closed-form exponential map
+  (``exact_expmap = False``: meshes, implicit surfaces) take the projected step ``projx(x_n + h k_1)``.
 * Multi-stage methods (``"midpoint"``, ``"rk4"``) finish with the projection of the ambient update,
   ``x_{n+1} = projx(x_n + h sum_i b_i k_i)``: the projection method of Hairer, Lubich & Wanner
   (Geometric Numerical Integration, IV.4), which keeps the order of the underlying method. The
@@ -259,7 +260,7 @@ def rk_step(
         ks.append(k)
         es.append(e)
     v = _weighted(tableau.b, ks)
-    if tableau.final == "expmap":
+    if tableau.final == "expmap" and manifold.exact_expmap:
         x_next = manifold.projx(manifold.expmap(x, h * v))
     else:
         x_next = manifold.projx(x + h * v)

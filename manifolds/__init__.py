@@ -6,8 +6,11 @@ points can be ``geoopt.ManifoldParameter`` s optimised with ``geoopt.optim.Riema
 
 from .base import AmbientMetric, Manifold
 from .euclidean import Euclidean
+from .mesh import Mesh
 from .product import ProductManifold
+from .spectral import SpectralDistance
 from .sphere import Sphere
 from .torus import FlatTorus
 
-__all__ = ["Manifold", "AmbientMetric", "Sphere", "FlatTorus", "Euclidean", "ProductManifold"]
+__all__ = ["Manifold", "AmbientMetric", "Sphere", "FlatTorus", "Euclidean", "ProductManifold", "Mesh",
+           "SpectralDistance"]

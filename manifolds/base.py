@@ -48,6 +48,8 @@ class Manifold(geoopt.Manifold):
         compact: whether the manifold is compact (then the base distribution is uniform).
         injectivity_radius: ``expmap(x, .)`` is injective on tangent vectors shorter than this.
         ambient_metric: whether the metric is the Euclidean one of the coordinates.
+        exact_expmap: whether ``expmap`` is available in closed form; solvers fall back to the
+            projected update ``projx(x + u)`` where it is not (meshes, implicit surfaces).
     """
 
     name = "Manifold"
@@ -58,6 +60,7 @@ class Manifold(geoopt.Manifold):
     compact: bool = True
     injectivity_radius: float = math.inf
     ambient_metric: bool = False
+    exact_expmap: bool = True
 
     # ------------------------------------------------------------------ geometry (subclasses)
     def projx(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

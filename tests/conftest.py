@@ -22,3 +22,11 @@ MANIFOLDS = {
 @pytest.fixture(params=sorted(MANIFOLDS), ids=sorted(MANIFOLDS))
 def manifold(request):
     return MANIFOLDS[request.param]()
+
+
+@pytest.fixture(scope="session")
+def bunny_path():
+    """The bundled Stanford bunny (5000 faces, raw coordinates)."""
+    from manifold_flows.datasets.mesh import MESHES
+
+    return MESHES["bunny"]
