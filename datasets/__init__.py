@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import torch
 
@@ -18,6 +18,8 @@ from .earth import (
     split,
     xyz_to_latlon,
 )
+from .mesh import MESHES, MeshDensity, eigenfunction_density, geodesic_bumps, load_mesh, load_mesh_dataset
+from .implicit import IMPLICIT_SURFACES, load_implicit_dataset
 from .synthetic import (
     SYNTHETIC,
     Checkerboard,
@@ -29,6 +31,14 @@ from .synthetic import (
 )
 
 __all__ = [
+    "IMPLICIT_SURFACES",
+    "MESHES",
+    "MeshDensity",
+    "eigenfunction_density",
+    "geodesic_bumps",
+    "load_implicit_dataset",
+    "load_mesh",
+    "load_mesh_dataset",
     "EARTH_DATASETS",
     "SYNTHETIC",
     "Checkerboard",
@@ -53,6 +63,9 @@ def load_dataset(
     seed: int = 0,
     n_synthetic: int = 10_000,
     dedupe: bool = False,
+    density: Optional[str] = None,
+    samples: Optional[Union[str, Path]] = None,
+    mesh_scale: Optional[str] = None,
 ) -> Dict[str, object]:
     """Load a data set and its random 80/10/10 train/validation/test split.
 
@@ -62,6 +75,9 @@ def load_dataset(
         seed: seeds the split and, for synthetic targets, the sampling.
         n_synthetic: number of points drawn from a synthetic target before splitting.
         dedupe: drop repeated points before splitting (see :func:`split`).
+        density: for ``mesh:`` data, the target (``"eig:K"``, ``"bumps:N"``; default ``"eig:10"``).
+        samples: for ``mesh:`` / ``implicit:`` data, a CSV of x, y, z points to use instead.
+        mesh_scale: for ``mesh:`` data, see :func:`~manifold_flows.datasets.mesh.load_mesh`.
 
     Returns:
         A dict with ``manifold`` (the :class:`manifolds.Manifold` of the points), ``train``,
@@ -73,6 +89,14 @@ def load_dataset(
         ValueError: an unknown name that is not an existing file (the message lists the valid
             names), or a malformed CSV file.
     """
+    if isinstance(name_or_path, str) and name_or_path.startswith("mesh:"):
+        return load_mesh_dataset(name_or_path, density=density, samples=samples, scale=mesh_scale, seed=seed,
+                                 n=n_synthetic, dedupe=dedupe)
+    if isinstance(name_or_path, str) and name_or_path.startswith("implicit:"):
+        return load_implicit_dataset(name_or_path, density=density, samples=samples, seed=seed, n=n_synthetic,
+                                     dedupe=dedupe)
+    if density is not None or samples is not None or mesh_scale is not None:
+        raise ValueError("density, samples and mesh_scale apply to mesh: and implicit: data only")
     if isinstance(name_or_path, str) and name_or_path in SYNTHETIC:
         target = SYNTHETIC[name_or_path]()
         points = target.sample(n_synthetic, generator=torch.Generator().manual_seed(int(seed)))

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from .objectives import OBJECTIVES
-from .train import DTYPES, TrainConfig, build_objective, evaluate_split, load_data, train
+from .train import DTYPES, PATHS, TrainConfig, build_objective, evaluate_split, load_data, train
 
 HELP = {
-    "data": "volcano | earthquake | flood | PATH.csv (lat,lon degrees) | a synthetic name (see manifold_flows.datasets)",
+    "data": "volcano | earthquake | flood | PATH.csv (lat,lon degrees) | a synthetic name (see manifold_flows.datasets) "
+            "| mesh:bunny | mesh:PATH (any mesh file trimesh reads) | implicit:sphere|ellipsoid|torus",
     "method": "training objective: rfm | moser | ppd (per-method defaults fill unset options, see README)",
     "lr": "learning rate (default: per method)",
     "activation": "silu | relu | gelu | tanh | softplus | softplus100 (default: per method)",
@@ -39,11 +40,19 @@ HELP = {
     "split_seed": "seed of the 80/10/10 split (default: --seed)",
     "dedupe": "remove exact duplicate points before splitting",
     "max_val_points": "validation points used for the periodic validation NLL",
+    "path": "RFM conditional path: geodesic (sphere, torus, ...) | biharmonic | diffusion (spectral premetrics on meshes)",
+    "n_eigs": "meshes: Laplace-Beltrami eigenpairs of the spectral distance",
+    "sim_steps": "meshes: Euler steps per simulated RFM path (each state is a target)",
+    "diffusion_time": "meshes: time of the diffusion distance (default 2 / largest eigenvalue used)",
+    "density": "mesh data: target density eig:K (clamped K-th eigenfunction) | bumps:N[:SIGMA] (default eig:10)",
+    "samples": "mesh/implicit data: a CSV of x,y,z points (the mesh file's coordinates) to train on instead of --density",
+    "mesh_scale": "mesh data: none | area | radius | a number (default: 1/250 for the bunny, none for files)",
 }
 
 
 OPTIONAL_TYPES = {"split_seed": int, "lr": float, "activation": str, "lam": float, "n_uniform": int, "ppd_norm": int,
-                  "kappa1": float, "uniform": float, "zero_init": bool}
+                  "kappa1": float, "uniform": float, "zero_init": bool, "path": str, "diffusion_time": float,
+                  "density": str, "samples": str, "mesh_scale": str}
 """Argument types of the config fields whose default is ``None``."""
 
 
@@ -56,6 +65,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP.get(f.name))
         elif f.name == "method":
             p.add_argument(flag, choices=sorted(OBJECTIVES), default=default, help=HELP.get(f.name))
+        elif f.name == "path":
+            p.add_argument(flag, choices=[c for c in PATHS if c], default=default, help=HELP.get(f.name))
         else:
             p.add_argument(flag, type=kind, default=default, help=HELP.get(f.name, f"(default: {default})"))
 

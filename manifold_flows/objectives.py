@@ -15,7 +15,7 @@ from .divergence import METHODS as DIVERGENCE_METHODS
 from .divergence import value_and_divergence
 from .kde import KernelDensityPath
 from .likelihood import log_likelihood, sample as integrate_samples
-from .paths import GeodesicPath
+from .paths import GeodesicPath, PremetricPath
 
 
 class FlowObjective(nn.Module):
@@ -83,22 +83,40 @@ class RFM(FlowObjective):
     Loss: ``E_{t, x0, x1} |v(x_t, t) - u_t|_g^2`` with ``x0`` from the base distribution, ``t``
     uniform on [0, 1] and ``x_t``, ``u_t`` from :class:`~manifold_flows.paths.GeodesicPath`.
 
+    On manifolds without closed-form geodesics (meshes) pass a
+    :class:`~manifold_flows.paths.PremetricPath`: each step then simulates ``B // steps`` paths
+    (``B`` the batch size) and regresses on every point along them, so a step sees about ``B``
+    targets whatever the path.
+
     Args:
         manifold: the manifold.
         net: the vector-field network.
         coupling: ``"independent"`` or ``"ot"`` (minibatch optimal transport under geodesic cost).
+        path: ``None`` (geodesic paths) or a :class:`~manifold_flows.paths.PremetricPath`.
     """
 
-    def __init__(self, manifold: Manifold, net: nn.Module, coupling: str = "independent"):
+    def __init__(self, manifold: Manifold, net: nn.Module, coupling: str = "independent",
+                 path: Optional[PremetricPath] = None):
         super().__init__(manifold, net)
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; choose from {COUPLINGS}")
+        if path is None and not manifold.exact_expmap:
+            raise ValueError(f"{manifold} has no closed-form geodesics: RFM needs a PremetricPath (spectral distance) "
+                             "there, or use Moser Flow")
+        if path is not None and coupling != "independent":
+            raise ValueError("premetric paths support only the independent coupling")
         self.coupling = coupling
-        self.path = GeodesicPath(manifold)
+        self.path = GeodesicPath(manifold) if path is None else path
 
     def loss(self, x1: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """RFM loss on a data batch ``x1 [B, D]``."""
         b = x1.shape[0]
+        if isinstance(self.path, PremetricPath):
+            n = max(1, b // self.path.steps)
+            x0 = self.manifold.random_base(n, dtype=x1.dtype, device=x1.device, generator=generator)
+            ps = self.path.simulate(x0, x1[:n])
+            diff = self.net(ps.xt, ps.t) - ps.ut
+            return self.manifold.inner(ps.xt, diff).mean()
         x0 = self.manifold.random_base(b, dtype=x1.dtype, device=x1.device, generator=generator)
         if self.coupling == "ot":
             x0 = ot_pairing(self.manifold, x0, x1)
@@ -138,9 +156,9 @@ class MoserFlow(FlowObjective):
     def __init__(self, manifold: Manifold, net: nn.Module, *, eps: float = 1e-5, lam: float = 2.0,
                  n_uniform: Optional[int] = None, divergence: str = "exact", n_probes: int = 1):
         super().__init__(manifold, net)
-        if not manifold.compact:
-            raise ValueError(f"Moser Flow needs a compact manifold (the divergence theorem makes mu integrate to 1); "
-                             f"{manifold} is not compact")
+        if not manifold.compact or getattr(manifold, "has_boundary", False):
+            raise ValueError(f"Moser Flow needs a compact manifold without boundary (the divergence theorem makes mu "
+                             f"integrate to 1); {manifold} is not one")
         if divergence not in DIVERGENCE_METHODS:
             raise ValueError(f"unknown divergence method {divergence!r}; choose from {list(DIVERGENCE_METHODS)}")
         if not eps > 0 or not lam >= 0:

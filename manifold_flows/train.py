@@ -15,10 +15,14 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from manifolds import Manifold
+from manifolds import Manifold, Mesh, SpectralDistance
 
 from .nets import EMA, VectorField
 from .objectives import OBJECTIVES, PPD, RFM, FlowObjective, MoserFlow
+from .paths import PremetricPath
+
+PATHS = (None, "geodesic", "biharmonic", "diffusion")
+"""Values of ``TrainConfig.path`` (None: geodesic where exp/log exist, biharmonic on meshes)."""
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -47,6 +51,10 @@ class TrainConfig:
     activation: Optional[str] = None
     ema: float = 0.999
     coupling: str = "independent"
+    path: Optional[str] = None
+    n_eigs: int = 100
+    sim_steps: int = 50
+    diffusion_time: Optional[float] = None
     lam: Optional[float] = None
     eps: float = 1e-5
     n_uniform: Optional[int] = None
@@ -64,6 +72,9 @@ class TrainConfig:
     split_seed: Optional[int] = None
     dedupe: bool = False
     n_synthetic: int = 10_000
+    density: Optional[str] = None
+    samples: Optional[str] = None
+    mesh_scale: Optional[str] = None
     device: str = "cpu"
     dtype: str = "float32"
     plot: bool = True
@@ -96,6 +107,11 @@ class TrainConfig:
             raise ValueError(f"Moser Flow needs eps > 0 and lam >= 0, got eps={self.eps}, lam={self.lam}")
         if self.method == "ppd" and self.ppd_norm not in (1, 2):
             raise ValueError(f"ppd_norm must be 1 or 2, got {self.ppd_norm}")
+        if self.path not in PATHS:
+            raise ValueError(f"path must be one of {[p for p in PATHS if p]}, got {self.path!r}")
+        for name in ("n_eigs", "sim_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
@@ -119,6 +135,19 @@ def atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[PremetricPath]:
+    """The conditional path RFM uses: ``None`` for geodesics, a simulated spectral-premetric path on meshes."""
+    kind = cfg.path
+    if kind is None:
+        kind = "geodesic" if manifold.exact_expmap else "biharmonic"
+    if kind == "geodesic":
+        return None
+    if not isinstance(manifold, Mesh):
+        raise ValueError(f"--path {kind} (a spectral premetric) needs a mesh, not {manifold}")
+    distance = SpectralDistance(manifold, kind, n_eigs=cfg.n_eigs, tau=cfg.diffusion_time)
+    return PremetricPath(manifold, distance, steps=cfg.sim_steps)
+
+
 def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
     """The objective named by ``cfg.method`` with a fresh network (``cfg`` is resolved first)."""
     cfg = cfg.resolved()
@@ -126,7 +155,7 @@ def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
     net = VectorField(manifold, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
                       time_dependent=not moser, zero_init=bool(cfg.zero_init))
     if cfg.method == "rfm":
-        return RFM(manifold, net, coupling=cfg.coupling)
+        return RFM(manifold, net, coupling=cfg.coupling, path=build_path(cfg, manifold))
     if moser:
         return MoserFlow(manifold, net, eps=cfg.eps, lam=cfg.lam, n_uniform=cfg.n_uniform, divergence=cfg.divergence,
                          n_probes=cfg.n_probes)
@@ -139,7 +168,8 @@ def load_data(cfg: TrainConfig) -> Dict[str, Any]:
     from .datasets import load_dataset
 
     seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
-    return load_dataset(cfg.data, seed=seed, n_synthetic=cfg.n_synthetic, dedupe=cfg.dedupe)
+    return load_dataset(cfg.data, seed=seed, n_synthetic=cfg.n_synthetic, dedupe=cfg.dedupe, density=cfg.density,
+                        samples=cfg.samples, mesh_scale=cfg.mesh_scale)
 
 
 def nll(objective: FlowObjective, x: torch.Tensor, net, cfg: TrainConfig) -> float:

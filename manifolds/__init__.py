@@ -6,6 +6,7 @@ points can be ``geoopt.ManifoldParameter`` s optimised with ``geoopt.optim.Riema
 
 from .base import AmbientMetric, Manifold
 from .euclidean import Euclidean
+from .implicit import ImplicitSurface
 from .mesh import Mesh
 from .product import ProductManifold
 from .spectral import SpectralDistance
@@ -13,4 +14,4 @@ from .sphere import Sphere
 from .torus import FlatTorus
 
 __all__ = ["Manifold", "AmbientMetric", "Sphere", "FlatTorus", "Euclidean", "ProductManifold", "Mesh",
-           "SpectralDistance"]
+           "SpectralDistance", "ImplicitSurface"]

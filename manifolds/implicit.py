@@ -212,11 +212,15 @@ class ImplicitSurface(AmbientMetric, Manifold):
         area: the surface area (given, or the Monte Carlo estimate).
         area_std_error: relative standard error of the estimated area (0.0 when ``area`` was given).
             It counts the sampling noise only; the estimator's bias is relative ``O(delta^2)`` in
-            the shell half-width ``delta = area_shell * diagonal`` (about ``(delta kappa)^2 / 3``
-            for principal curvatures of size ``kappa``; 4e-5 for the unit sphere in a box of
-            margin 0.05).
-        shell: half-width of the sampling shell as a fraction of the box diagonal (1e-3).
-        area_shell: half-width of the area estimate's shell as a fraction of the box diagonal (5e-3).
+            the shell half-width ``delta = area_shell * diagonal``. For a signed distance ``f``
+            Steiner's formula gives it exactly, ``delta^2 / 3 * 2 pi chi / area`` (``chi`` the Euler
+            characteristic; 1.1e-4 for the unit sphere in the box of :meth:`sphere`); other ``f``
+            add terms of the same order, set by the curvatures and by how far ``|f|/|grad f|`` is
+            from the distance.
+        shell: class attribute, half-width of the sampling shell as a fraction of the box diagonal
+            (1e-3).
+        area_shell: class attribute, half-width of the area estimate's shell as a fraction of the
+            box diagonal (5e-3).
     """
 
     name = "ImplicitSurface"
@@ -264,6 +268,12 @@ class ImplicitSurface(AmbientMetric, Manifold):
         widths = [b - a for a, b in zip(self._lo, self._hi)]
         self.diagonal = math.sqrt(sum(w * w for w in widths))
         self.box_volume = widths[0] * widths[1] * widths[2]
+        self._work_dtype, self._work_device = torch.float64, torch.device("cpu")
+        if isinstance(f, torch.nn.Module):  # e.g. a neural signed distance: evaluate it where it lives
+            for t in list(f.parameters()) + list(f.buffers()):
+                if t.is_floating_point():
+                    self._work_dtype, self._work_device = t.dtype, t.device
+                    break
         self._check_callables()
         if area is None:
             self.area, self.area_std_error = self._estimate_area(n_area, seed)
@@ -340,7 +350,7 @@ class ImplicitSurface(AmbientMetric, Manifold):
         """Evaluate ``f`` (and ``grad``) once on the box corners and centre to catch shape errors early."""
         corners = [[(self._lo, self._hi)[(i >> k) & 1][k] for k in range(3)] for i in range(8)]
         centre = [0.5 * (a + b) for a, b in zip(self._lo, self._hi)]
-        x = torch.tensor(corners + [centre], dtype=torch.float64)
+        x = torch.tensor(corners + [centre], dtype=self._work_dtype, device=self._work_device)
         try:
             fx, gx = self._value_and_grad(x)
         except Exception as e:  # the user's callable failed: say which one and why
@@ -541,14 +551,15 @@ class ImplicitSurface(AmbientMetric, Manifold):
         """Monte Carlo area from the fraction of box points in the shell ``|f|/|grad f| < delta``.
 
         By the coarea formula the shell has volume ``2 delta area (1 + O(delta^2))``, so
-        ``area ~ box_volume * fraction / (2 delta)``; float64 on CPU, ``delta = area_shell * diagonal``.
+        ``area ~ box_volume * fraction / (2 delta)`` with ``delta = area_shell * diagonal``, computed in
+        float64 on the CPU unless ``f`` is a module whose parameters live elsewhere.
         """
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=self._work_device).manual_seed(seed)
         delta = self.area_shell * self.diagonal
         hits, left = 0, n
         while left > 0:
             m = min(left, self._max_chunk)
-            z = self._box_points(m, torch.float64, torch.device("cpu"), gen)
+            z = self._box_points(m, self._work_dtype, self._work_device, gen)
             hits += int((self._residual(z) < delta).sum())
             left -= m
         if hits < 100:
