@@ -139,11 +139,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif out.suffix == ".pt":
         torch.save(x.cpu(), out)
     else:
-        from manifolds import Sphere
+        from manifolds import Mesh, Sphere
 
         from .datasets import xyz_to_latlon
 
-        if isinstance(objective.manifold, Sphere) and objective.manifold.dim == 2:
+        if isinstance(objective.manifold, Mesh):  # in the mesh file's own coordinates, like --samples input
+            raw = objective.manifold.to_raw(x.detach().double().cpu()).numpy()
+            np.savetxt(out, raw, delimiter=",", header="x,y,z", comments="", fmt="%.8g")
+        elif isinstance(objective.manifold, Sphere) and objective.manifold.dim == 2:
             np.savetxt(out, xyz_to_latlon(x.detach().double().cpu()).numpy(), delimiter=",", header="lat,lon", comments="", fmt="%.6f")
         else:
             header = ",".join(f"x{i}" for i in range(arr.shape[1]))
@@ -165,7 +168,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver-steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("sample", help="draw samples from a checkpoint (CSV lat,lon on the globe; .npy or .pt)")
+    p = sub.add_parser("sample", help="draw samples from a checkpoint (CSV: lat,lon on the globe, x,y,z in the file's "
+                                      "coordinates on meshes; or .npy / .pt)")
     p.add_argument("checkpoint")
     p.add_argument("-n", type=int, default=1000)
     p.add_argument("--out", required=True)
