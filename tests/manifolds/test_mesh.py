@@ -237,7 +237,7 @@ def test_sphere_eigenvalues_are_spherical_harmonics(tmp_path, monkeypatch):
 def test_eigen_cache_survives_a_corrupt_file(tmp_path, monkeypatch, icosphere):
     monkeypatch.setenv("MANIFOLD_FLOWS_CACHE", str(tmp_path))
     m = Mesh(trimesh.creation.icosphere(subdivisions=2))
-    path = tmp_path / f"eig-lb-v1-{m.content_hash()[:32]}.npz"
+    path = tmp_path / f"eig-lb-v2-{m.content_hash()[:32]}.npz"
     path.write_bytes(b"garbage")
     with pytest.warns(RuntimeWarning, match="unreadable"):
         vals, _ = eigenpairs(m, 5)
