@@ -23,11 +23,11 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import interleaved_medians, median_seconds, write_section  # noqa: E402
-from bench_rfm import budgeted_config  # noqa: E402
+from bench_rfm import budgeted_config, training_step  # noqa: E402
 
 from manifolds import Mesh  # noqa: E402
 from manifold_flows.datasets.mesh import MESHES  # noqa: E402
-from manifold_flows.train import TrainConfig, build_objective, load_data, train  # noqa: E402
+from manifold_flows.train import TrainConfig, load_data, train  # noqa: E402
 
 
 def torus_mesh(R: float, r: float, nu: int, nv: int) -> trimesh.Trimesh:
@@ -76,23 +76,7 @@ def bench_projection(args) -> None:
 
 
 def _step_rate(cfg: TrainConfig, repeats: int = 15) -> float:
-    cfg = cfg.resolved()
-    data = load_data(cfg)
-    torch.manual_seed(0)
-    obj = build_objective(cfg, data["manifold"])
-    x = data["train"].to(torch.float32)
-    obj.prepare(x, data["val"].to(torch.float32))
-    opt = torch.optim.AdamW(obj.net.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-
-    def step():
-        idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=g)
-        loss = obj.loss(x[idx], generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return 1.0 / median_seconds(step, repeats=repeats, warmup=3)
+    return 1.0 / median_seconds(training_step(cfg), repeats=repeats, warmup=3)
 
 
 def bench_speed(args) -> None:

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import torch
 
@@ -42,13 +42,12 @@ PUBLISHED = {  # test NLL, REFERENCES.md section 2
 BEST_PUBLISHED = {"volcano": -7.93, "earthquake": -0.40, "flood": 0.25}
 
 
-def budgeted_config(cfg: TrainConfig, minutes: float) -> TrainConfig:
-    """``cfg`` with as many steps as fit in ``minutes`` at the measured training rate."""
+def training_step(cfg: TrainConfig) -> Callable[[], None]:
+    """One optimiser step of ``cfg``'s objective on its training data (float32, fixed seeds)."""
     cfg = cfg.resolved()
     data = load_data(cfg)
-    manifold = data["manifold"]
     torch.manual_seed(0)
-    obj = build_objective(cfg, manifold)
+    obj = build_objective(cfg, data["manifold"])
     x = data["train"].to(torch.float32)
     obj.prepare(x, data["val"].to(torch.float32))
     opt = torch.optim.AdamW(obj.net.parameters(), lr=cfg.lr)
@@ -61,6 +60,13 @@ def budgeted_config(cfg: TrainConfig, minutes: float) -> TrainConfig:
         loss.backward()
         opt.step()
 
+    return step
+
+
+def budgeted_config(cfg: TrainConfig, minutes: float) -> TrainConfig:
+    """``cfg`` with as many steps as fit in ``minutes`` at the measured training rate."""
+    cfg = cfg.resolved()
+    step = training_step(cfg)
     for _ in range(5):
         step()
     t0 = time.perf_counter()
