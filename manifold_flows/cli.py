@@ -108,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if distributed:
             dist.destroy_process_group()
     if metrics:
-        keys = ["test_nll", "val_nll", "base_nll", "target_nll", "gap", "negative_mass", "ode_nll", "explicit_nll",
+        keys = ["test_nll", "val_nll", "base_nll", "target_nll", "gap", "negative_mass", "ode_nll", "explicit_nll", "ode_check",
                 "path_nll", "steps", "train_seconds", "figure"]
         print(json.dumps({k: metrics[k] for k in keys if k in metrics}, indent=2))
         print(f"wrote {Path(cfg.out) / 'metrics.json'}")

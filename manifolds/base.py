@@ -50,6 +50,9 @@ class Manifold(geoopt.Manifold):
         ambient_metric: whether the metric is the Euclidean one of the coordinates.
         exact_expmap: whether ``expmap`` is available in closed form; solvers fall back to the
             projected update ``projx(x + u)`` where it is not (meshes, implicit surfaces).
+        piecewise_flat: a surface made of flat pieces (triangle meshes). Divergences of tangent
+            fields are discontinuous across the pieces there, so densities defined from them
+            (Moser Flow's ``nu - div u``) jump at edges.
     """
 
     name = "Manifold"
@@ -61,6 +64,7 @@ class Manifold(geoopt.Manifold):
     injectivity_radius: float = math.inf
     ambient_metric: bool = False
     exact_expmap: bool = True
+    piecewise_flat: bool = False
 
     # ------------------------------------------------------------------ geometry (subclasses)
     def projx(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

@@ -178,9 +178,9 @@ class Mesh(Manifold):
       Its value is the closest point and its Jacobian the projector ``I - n n^T`` of the closest
       face, which is the true Jacobian inside faces and makes the ambient divergence of extended
       fields the intrinsic one (see :mod:`manifold_flows.divergence`).
-    * :meth:`proju` maps onto the plane of the face containing the point along a normal blended
-      towards the neighbouring faces at edges, which keeps the normal flux of projected fields
-      continuous across edges (see :meth:`proju`); :meth:`tangent_component` is the orthogonal one.
+    * :meth:`proju` maps onto the plane of the face containing the point, tilting the normal
+      component of the vector so that the normal flux of projected fields is continuous across
+      edges (see :meth:`proju`); :meth:`tangent_component` is the orthogonal projection.
     * The base distribution is area-uniform: ``base_logprob = -log(area)``.
     * No closed-form exponential map exists on a mesh (``exact_expmap = False``): ``retr`` is
       ``projx(x + u)`` and ``transp`` the projection onto the new tangent plane (a vector
@@ -204,6 +204,7 @@ class Mesh(Manifold):
     compact = True
     ambient_metric = True
     exact_expmap = False
+    piecewise_flat = True
 
     def __init__(self, source: MeshSource, *, normalize: Optional[str] = None, scale: Optional[float] = None,
                  components: str = "error", group_size: Optional[int] = None, name: Optional[str] = None,
@@ -266,7 +267,6 @@ class Mesh(Manifold):
         self._groups, self._group_lo, self._group_hi = groups, pts.min(1) - pad, pts.max(1) + pad
         self.group_size, self.n_groups = size, len(groups)
         self.probe = 4
-        self.vertex_blend = 1e-2
 
     def _face_table(self) -> np.ndarray:
         """Packed ``[16, faces]`` float64 table: a, e1 = b - a, e2 = c - a, Gram entries, inverses."""
@@ -279,13 +279,13 @@ class Mesh(Manifold):
                 d00, d01, d11, 1.0 / (d00 * d11 - d01 * d01), 1.0 / d00, 1.0 / d11, 1.0 / (e3 * e3).sum(1)]
         return np.stack(rows)
 
-    def _edge_normals(self) -> np.ndarray:
+    def _edge_bisectors(self) -> np.ndarray:
         """``[faces, 3, 3]``: for the edge opposite each corner, the unit bisector of the two faces' normals
         (the face's own normal on a boundary edge)."""
         f, n = self._f, self._normals
         m = len(f)
         half = np.stack([f[:, [1, 2]], f[:, [2, 0]], f[:, [0, 1]]], 1).reshape(-1, 2)  # edge opposite corner k
-        _, edge_id, counts = np.unique(np.sort(half, 1), axis=0, return_inverse=True, return_counts=True)
+        _, edge_id = np.unique(np.sort(half, 1), axis=0, return_inverse=True)
         edge_id = edge_id.ravel()
         owner = np.repeat(np.arange(m), 3)
         order = np.argsort(edge_id, kind="stable")
@@ -298,16 +298,45 @@ class Mesh(Manifold):
         bis /= np.linalg.norm(bis, axis=1, keepdims=True).clip(1e-300)
         return bis.reshape(m, 3, 3)
 
+    def _tilt(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-face ``(C [faces], q [faces, 3])`` of the tilt field ``tau(x) = C x - q`` used by :meth:`proju`.
+
+        ``tau`` is the lowest-order Raviart-Thomas field of the face whose normal component on the
+        edge opposite corner ``k`` is ``t_k = -<nu_k, m_k> / <n, m_k>`` (``nu_k`` the edge's outward
+        normal in the face plane, ``m_k`` the bisector of the normals of the faces that share the
+        edge): ``tau = sum_k t_k l_k / (2 A) (x - p_k)``, with ``l_k`` the edge length, ``A`` the
+        face area and ``p_k`` the corner. See :meth:`proju` for why.
+        """
+        v, f, n = self._v, self._f, self._normals
+        bis = self._edge_bisectors()
+        P = v[f]  # [m, 3 corners, 3]
+        C = np.zeros(len(f))
+        q = np.zeros((len(f), 3))
+        for k in range(3):
+            pk, pi, pj = P[:, k], P[:, (k + 1) % 3], P[:, (k + 2) % 3]
+            e = pj - pi
+            length = np.linalg.norm(e, axis=1)
+            nu = np.cross(e / length[:, None], n)
+            nu *= np.sign((nu * (pi - pk)).sum(1))[:, None]  # outward: away from the opposite corner
+            m = bis[:, k]
+            t = -(nu * m).sum(1) / (n * m).sum(1).clip(1e-12)
+            c = t * length / (2.0 * self._areas)
+            C += c
+            q += c[:, None] * pk
+        return C, q
+
     def _data(self, dtype: torch.dtype, device: torch.device) -> Dict[str, torch.Tensor]:
         """Per-face and per-group tensors in ``dtype`` on ``device`` (built once per pair)."""
         key = (dtype, torch.device(device))
         d = self._cache.get(key)
         if d is None:
             t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+            tilt_c, tilt_q = self._tilt()
             d = {
                 "table": t(self._face_table()),
                 "normals": t(self._normals),
-                "edge_normals": t(self._edge_normals()),
+                "tilt_c": t(tilt_c),
+                "tilt_q": t(tilt_q),
                 "areas": t(self._areas),
                 "vertices": t(self._v),
                 "faces": torch.as_tensor(self._f, device=device),
@@ -426,35 +455,29 @@ class Mesh(Manifold):
         return self._data(x.dtype, x.device)["normals"][self.face_of(x)]
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Projection of ``u [..., 3]`` onto the plane of the face containing ``x [..., 3]``, along a blended normal.
+        """Projection of ``u [..., 3]`` onto the plane of the face containing ``x [..., 3]``, flux-continuous across edges.
 
-        ``u - m <n_f, u> / <n_f, m>`` with ``m = sum_k b_i b_j e_k`` (``b`` the barycentric coordinates
-        of ``x``, ``e_k`` the unit bisector of the normals of the two faces at the edge opposite
-        corner ``k``). On an edge ``m`` is that edge's bisector, from either side, which makes the
-        normal flux of any projected ambient field continuous across edges: the divergence theorem
-        holds for the piecewise field, so Moser Flow densities integrate to 1 and the ODE
-        likelihood needs no jump terms at edges. (With the orthogonal projection onto each face the
-        flux jumps by ``<u, n_1 + n_2>`` times the bending, and both fail.) It is idempotent and
-        linear; inside a flat region it is the orthogonal projection. Near a vertex the bisectors of
-        its edges disagree, so the blend turns quickly there (its derivative grows like one over the
-        distance); ``vertex_blend * n_f`` (default 1e-2) is added to ``m`` to bound it, which leaves the
-        flux continuous except within about 1% of an edge length of the vertices. It is
-        differentiable in ``x`` (the blend varies inside faces), which the divergence needs.
+        ``u - <n, u> n + <n, u> tau(x)``: the orthogonal projection onto the face plane plus the
+        normal component ``<n, u>`` times a tilt field ``tau`` (linear inside each face, see
+        :meth:`_tilt`). On the edge opposite corner ``k`` the result's outward normal component
+        is ``<u, nu_k + t_k n>``, and ``nu_k + t_k n`` is perpendicular to the bisector ``m_k`` of
+        the two faces' normals: the same vector, with opposite sign, from either face. So the
+        normal flux of every projected ambient field is continuous across edges, the divergence
+        theorem holds for the piecewise field (Moser Flow densities integrate to 1) and the ODE
+        likelihood needs no jump terms at edges. With the orthogonal projection alone the flux
+        jumps by about ``<u, n>`` times the bending angle and both fail.
+
+        ``tau`` is the lowest-order Raviart-Thomas interpolant of those edge values: its
+        divergence inside a face is the constant ``2 C`` (bounded by the bending over the edge
+        length), so divergences of projected fields stay bounded at vertices too. The projection is
+        linear in ``u``, idempotent (tangent vectors are unchanged), the orthogonal projection in
+        flat regions, and differentiable in ``x``, which the divergence needs.
         """
         face = self.face_of(x)
         d = self._data(u.dtype, u.device)
         n = d["normals"][face]
-        fd = d["table"][:, face]
-        xx = x.to(u.dtype)
-        w0, w1, w2 = xx[..., 0] - fd[0], xx[..., 1] - fd[1], xx[..., 2] - fd[2]
-        d20 = w0 * fd[3] + w1 * fd[4] + w2 * fd[5]
-        d21 = w0 * fd[6] + w1 * fd[7] + w2 * fd[8]
-        b1 = ((fd[11] * d20 - fd[10] * d21) * fd[12]).clamp(0.0, 1.0)
-        b2 = ((fd[9] * d21 - fd[10] * d20) * fd[12]).clamp(0.0, 1.0)
-        b0 = (1.0 - b1 - b2).clamp_min(0.0)
-        weights = torch.stack([b1 * b2, b0 * b2, b0 * b1], -1).unsqueeze(-1)  # [..., 3, 1]
-        m = (weights * d["edge_normals"][face]).sum(-2) + self.vertex_blend * n
-        return u - m * (dot(n, u, keepdim=True) / dot(n, m, keepdim=True))
+        tau = d["tilt_c"][face].unsqueeze(-1) * x.to(u.dtype) - d["tilt_q"][face]
+        return u + dot(n, u, keepdim=True) * (tau - n)
 
     def tangent_component(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection ``u - <n_f, u> n_f`` onto the face plane (the Riemannian gradient of an ambient one)."""

@@ -80,6 +80,75 @@ def test_proju_is_tangent_and_idempotent(bunny):
         bunny.assert_check_vector(x, u + n)
 
 
+def _shared_edge_points(mesh, n, g):
+    """Points on ``n`` random interior edges, with the two faces that share each edge and its endpoints."""
+    f = mesh._f
+    half = np.stack([f[:, [1, 2]], f[:, [2, 0]], f[:, [0, 1]]], 1).reshape(-1, 2)
+    key = np.sort(half, 1)
+    order = np.lexsort((key[:, 1], key[:, 0]))
+    same = np.all(key[order[1:]] == key[order[:-1]], 1)
+    first = order[:-1][same][:n]
+    second = order[1:][same][:n]
+    ends = key[first]
+    s = torch.rand(len(first), 1, dtype=torch.float64, generator=g)
+    v = torch.as_tensor(mesh._v)
+    x = s * v[ends[:, 0]] + (1 - s) * v[ends[:, 1]]
+    return x, torch.as_tensor(first // 3), torch.as_tensor(second // 3), ends
+
+
+def _proju_on_face(mesh, x, face, u):
+    """``proju`` with the face given (on an edge both faces contain the point)."""
+    d = mesh._data(torch.float64, torch.device("cpu"))
+    n = d["normals"][face]
+    tau = d["tilt_c"][face].unsqueeze(-1) * x - d["tilt_q"][face]
+    return u + (n * u).sum(-1, keepdim=True) * (tau - n), n
+
+
+def test_proju_flux_is_continuous_across_edges(bunny):
+    """The outward normal component of proju(u) on a shared edge is opposite from the two faces."""
+    g = torch.Generator().manual_seed(11)
+    x, fa, fb, ends = _shared_edge_points(bunny, 3000, g)
+    u = torch.randn(x.shape, dtype=torch.float64, generator=g)
+    v = torch.as_tensor(bunny._v)
+    edge = v[ends[:, 1]] - v[ends[:, 0]]
+    fluxes, orthogonal = [], []
+    for face in (fa, fb):
+        pu, n = _proju_on_face(bunny, x, face, u)
+        nu = torch.linalg.cross(edge, n)
+        centroid = v[torch.as_tensor(bunny._f)[face]].mean(1)
+        nu = nu * torch.sign(((x - centroid) * nu).sum(-1, keepdim=True))  # outward from the face
+        fluxes.append((pu * nu).sum(-1))
+        orthogonal.append(((u - (u * n).sum(-1, keepdim=True) * n) * nu).sum(-1))
+        assert (pu * n).sum(-1).abs().max() < 1e-12
+    assert (fluxes[0] + fluxes[1]).abs().max() < 1e-12
+    # the orthogonal projection alone does not have this property
+    assert (orthogonal[0] + orthogonal[1]).abs().max() > 1e-3
+
+
+def test_divergence_of_projected_constant_field_is_bounded_at_vertices(bunny):
+    """For constant u the divergence of proju(x, u) is <u, n> times the face constant 2 C, even next to corners."""
+    from manifold_flows.divergence import divergence
+
+    g = torch.Generator().manual_seed(12)
+    faces = torch.randint(0, bunny.n_faces, (300,), generator=g)
+    corner = torch.randint(0, 3, (300,), generator=g)
+    bary = torch.full((300, 3), 1e-7, dtype=torch.float64)
+    bary[torch.arange(300), corner] = 1 - 2e-7  # within 1e-7 edge lengths of a vertex
+    tri = torch.as_tensor(bunny._v)[torch.as_tensor(bunny._f)[faces]]
+    x = (bary.unsqueeze(-1) * tri).sum(1)
+    u = torch.randn(3, dtype=torch.float64, generator=g)
+    div = divergence(lambda y, t: u.expand_as(y), x, 0.0, manifold=bunny)
+    d = bunny._data(torch.float64, torch.device("cpu"))
+    face = bunny.face_of(bunny.projx(x))
+    expected = (d["normals"][face] @ u) * 2 * d["tilt_c"][face]
+    assert torch.allclose(div, expected, atol=1e-9)
+    # the same value as at the centroid of the face: no singularity at the corner
+    at_centroid = divergence(lambda y, t: u.expand_as(y), tri.mean(1), 0.0, manifold=bunny)
+    same = face == faces
+    assert same.float().mean() > 0.5
+    assert torch.allclose(div[same], at_centroid[same], atol=1e-9)
+
+
 def test_area_uniform_sampling(bunny):
     g = torch.Generator().manual_seed(3)
     n = 200_000
