@@ -65,6 +65,9 @@ class TimeFeatures(nn.Module):
 class VectorField(nn.Module):
     """An MLP ``v(x, t)`` whose input is projected onto the manifold and output onto its tangent space.
 
+    The output goes through ``manifold.tangent_field`` (``proju``, except on meshes, where the
+    component along the smooth vertex normal is dropped first; see ``Mesh.tangent_field``).
+
     Args:
         manifold: the manifold the field lives on.
         hidden: width of the hidden layers.
@@ -114,7 +117,7 @@ class VectorField(nn.Module):
             t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
             t = t.reshape(t.shape + (1,)).expand(x.shape[:-1] + (1,))
             feats = torch.cat([feats, self.time(t)], dim=-1)
-        return self.manifold.proju(x, self.mlp(feats))
+        return self.manifold.tangent_field(x, self.mlp(feats))
 
 
 class EMA(nn.Module):

@@ -75,6 +75,14 @@ class Manifold(geoopt.Manifold):
         """Project an ambient vector ``u`` onto the tangent space at ``x``; shapes ``[..., ambient_dim]``."""
         raise NotImplementedError
 
+    def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Turn an ambient vector field's values ``u`` at ``x`` into a tangent field (what a network's output goes through).
+
+        ``proju`` by default; manifolds whose ``proju`` is not a smooth function of ``x`` may drop
+        parts of ``u`` that the field should not depend on first (see ``Mesh.tangent_field``).
+        """
+        return self.proju(x, u)
+
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         """Follow the geodesic from ``x`` with initial velocity ``u`` for unit time."""
         raise NotImplementedError

@@ -298,6 +298,14 @@ class Mesh(Manifold):
         bis /= np.linalg.norm(bis, axis=1, keepdims=True).clip(1e-300)
         return bis.reshape(m, 3, 3)
 
+    def _vertex_normals(self) -> np.ndarray:
+        """``[vertices, 3]`` unit vertex normals: the area-weighted mean of the normals of the faces around each vertex."""
+        acc = np.zeros_like(self._v)
+        weighted = self._normals * self._areas[:, None]
+        for k in range(3):
+            np.add.at(acc, self._f[:, k], weighted)
+        return acc / np.linalg.norm(acc, axis=1, keepdims=True).clip(1e-300)
+
     def _tilt(self) -> Tuple[np.ndarray, np.ndarray]:
         """Per-face ``(C [faces], q [faces, 3])`` of the tilt field ``tau(x) = C x - q`` used by :meth:`proju`.
 
@@ -335,6 +343,7 @@ class Mesh(Manifold):
             d = {
                 "table": t(self._face_table()),
                 "normals": t(self._normals),
+                "vertex_normals": t(self._vertex_normals()),
                 "tilt_c": t(tilt_c),
                 "tilt_q": t(tilt_q),
                 "areas": t(self._areas),
@@ -478,6 +487,38 @@ class Mesh(Manifold):
         n = d["normals"][face]
         tau = d["tilt_c"][face].unsqueeze(-1) * x.to(u.dtype) - d["tilt_q"][face]
         return u + dot(n, u, keepdim=True) * (tau - n)
+
+    def _barycentric(self, x: torch.Tensor, fd: torch.Tensor) -> torch.Tensor:
+        """Barycentric coordinates ``[..., 3]`` of points ``x`` in the faces whose table columns are ``fd``; differentiable."""
+        w0, w1, w2 = x[..., 0] - fd[0], x[..., 1] - fd[1], x[..., 2] - fd[2]
+        d20 = w0 * fd[3] + w1 * fd[4] + w2 * fd[5]
+        d21 = w0 * fd[6] + w1 * fd[7] + w2 * fd[8]
+        b1 = (fd[11] * d20 - fd[10] * d21) * fd[12]
+        b2 = (fd[9] * d21 - fd[10] * d20) * fd[12]
+        return torch.stack([1.0 - b1 - b2, b1, b2], -1)
+
+    def smooth_normal(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit normal ``[..., 3]`` interpolated from the vertex normals (continuous on the mesh; differentiable in ``x``)."""
+        face = self.face_of(x)
+        d = self._data(x.dtype, x.device)
+        b = self._barycentric(x, d["table"][:, face])
+        nrm = (b.unsqueeze(-1) * d["vertex_normals"][d["faces"][face]]).sum(-2)
+        return nrm / torch.linalg.vector_norm(nrm, dim=-1, keepdim=True)
+
+    def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``proju(x, u - <u, N> N)``, ``N`` the :meth:`smooth_normal`: what network outputs go through.
+
+        On a smooth surface a projected field ignores the normal component of ``u``, and so does
+        its divergence. On a mesh :meth:`proju` keeps a trace of ``<u, n>`` (the tilt that makes the
+        flux continuous) whose divergence, ``<u, n>`` times the face's discrete mean curvature, is
+        large although the field barely moves: a network's free normal output would then turn
+        every face into a source or sink. Removing the component along the continuous normal ``N``
+        first makes the field, and its divergence, independent of it (a purely normal ``u`` gives
+        zero); what remains of ``<u, n>`` is ``u``'s tangential part times the angle between ``N``
+        and the face normal, a discretisation effect that vanishes as the mesh is refined.
+        """
+        nrm = self.smooth_normal(x).to(u.dtype)
+        return self.proju(x, u - dot(nrm, u, keepdim=True) * nrm)
 
     def tangent_component(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection ``u - <n_f, u> n_f`` onto the face plane (the Riemannian gradient of an ambient one)."""

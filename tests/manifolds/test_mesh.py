@@ -149,6 +149,36 @@ def test_divergence_of_projected_constant_field_is_bounded_at_vertices(bunny):
     assert torch.allclose(div[same], at_centroid[same], atol=1e-9)
 
 
+def test_tangent_field_ignores_the_smooth_normal_component(bunny):
+    """Network outputs go through tangent_field: a purely normal output gives the zero field, divergence included."""
+    from manifold_flows.divergence import divergence
+
+    g = torch.Generator().manual_seed(13)
+    x = bunny.random_base(200, dtype=torch.float64, generator=g)
+    nrm = bunny.smooth_normal(x)
+    assert torch.allclose(nrm.norm(dim=-1), torch.ones(200, dtype=torch.float64))
+    # continuous: at a vertex, every face around it gives that vertex's normal
+    d = bunny._data(torch.float64, torch.device("cpu"))
+    corner = torch.as_tensor(bunny._v)[torch.as_tensor(bunny._f)[:, 0]] * (1 - 2e-9) + 1e-9 * (
+        torch.as_tensor(bunny._v)[torch.as_tensor(bunny._f)[:, 1]] + torch.as_tensor(bunny._v)[torch.as_tensor(bunny._f)[:, 2]])
+    assert torch.allclose(bunny.smooth_normal(bunny.projx(corner)), d["vertex_normals"][torch.as_tensor(bunny._f)[:, 0]],
+                          atol=1e-6)
+    # the face normal differs from it: the test below is not trivial
+    assert (nrm - bunny.normal(x)).norm(dim=-1).median() > 0.02
+
+    def normal_only(y, t):
+        return bunny.tangent_field(y, (1 + y[..., :1] ** 2) * bunny.smooth_normal(y))
+
+    assert normal_only(x, 0.0).abs().max() < 1e-12
+    assert divergence(normal_only, x, 0.0, manifold=bunny).abs().max() < 1e-10
+    # with proju alone the face-normal tilt would leave a large divergence
+    div_proju = divergence(lambda y, t: bunny.proju(y, bunny.smooth_normal(y)), x, 0.0, manifold=bunny)
+    assert div_proju.abs().median() > 0.1
+    u = torch.randn(200, 3, dtype=torch.float64, generator=g)
+    v = bunny.tangent_field(x, u)
+    assert (v * bunny.normal(x)).sum(-1).abs().max() < 1e-12
+
+
 def test_area_uniform_sampling(bunny):
     g = torch.Generator().manual_seed(3)
     n = 200_000
