@@ -150,8 +150,8 @@ def bench_nll(args) -> None:
         f"iteration, likelihood by RK4 with {args.solver_steps} steps (and {4 * args.solver_steps} in the next column). "
         "Moser Flow: explicit log-density. "
         "'exact entropy' is the target's closed-form entropy (the best NLL achievable in expectation); the gap "
-        "is test NLL minus it. The published figure is from GPU training of unstated length; published runs "
-        "also draw 500k target samples, while these draw fewer."
+        "is test NLL minus it. The published figure is from GPU training of unstated length. "
+        "Published runs also draw 500k target samples, while these draw fewer."
     )
     write_section("Bunny eigenfunction targets", body)
 
