@@ -182,9 +182,11 @@ class Mesh(Manifold):
       component of the vector so that the normal flux of projected fields is continuous across
       edges (see :meth:`proju`); :meth:`tangent_component` is the orthogonal projection.
     * The base distribution is area-uniform: ``base_logprob = -log(area)``.
-    * No closed-form exponential map exists on a mesh (``exact_expmap = False``): ``retr`` is
-      ``projx(x + u)`` and ``transp`` the projection onto the new tangent plane (a vector
-      transport); the solvers take projected steps.
+    * :meth:`expmap` traces straightest geodesics across faces, :meth:`logmap` and :meth:`dist`
+      come from vector heat log maps (potpourri3d; see :mod:`manifolds.geodesics`). They are
+      not differentiable and run on the host, so the ODE solvers keep taking projected steps
+      (``exact_expmap = False``): ``retr`` is ``projx(x + u)`` and ``transp`` the projection onto
+      the new tangent plane (a vector transport).
 
     Args:
         source: a file path, a ``trimesh.Trimesh`` or a ``(vertices [n, 3], faces [m, 3])`` pair.
@@ -253,6 +255,7 @@ class Mesh(Manifold):
         self._cache: Dict[Tuple[torch.dtype, torch.device], Dict[str, torch.Tensor]] = {}
         self._memo: List[Tuple[Any, int, torch.Tensor]] = []
         self._eig: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self._geodesics = None
 
     # ------------------------------------------------------------------ construction helpers
     def _build_index(self, group_size: Optional[int]) -> None:
@@ -538,15 +541,62 @@ class Mesh(Manifold):
         """``|u|``; shape ``[...]``."""
         return torch.linalg.vector_norm(u, dim=-1, keepdim=keepdim)
 
+    # ------------------------------------------------------------------ geodesics (potpourri3d)
+    @property
+    def geodesics(self):
+        """The :class:`manifolds.geodesics.MeshGeodesics` of this mesh (built on first use; needs potpourri3d)."""
+        if self._geodesics is None:
+            from .geodesics import MeshGeodesics
+
+            self._geodesics = MeshGeodesics(self._v, self._f, self._normals)
+        return self._geodesics
+
+    def _locate(self, x: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+        """Face index and barycentric coordinates (numpy, float64) of points ``x [N, 3]`` on the mesh."""
+        face, bary, _ = self.closest(x.detach())
+        return face.cpu().numpy(), bary.detach().cpu().double().numpy()
+
+    def geodesic(self, x: torch.Tensor, u: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``exp_x(t u)`` and its time derivative ``d/dt exp_x(t u)`` (``|u|`` times the unit tangent there).
+
+        Shapes: ``x, u [..., 3]``, ``t [...]``; both outputs ``[..., 3]``. Not differentiable (the
+        tracing runs in potpourri3d); RFM uses it for its conditional paths.
+        """
+        shape = x.shape
+        xf, uf = x.reshape(-1, 3), u.reshape(-1, 3)
+        tf = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(shape[:-1]).reshape(-1, 1)
+        face, bary = self._locate(xf)
+        step = (tf * uf).detach().cpu().double().numpy()
+        ends, vel = self.geodesics.trace(face, bary, step)
+        speed = torch.linalg.vector_norm(uf, dim=-1, keepdim=True).detach().cpu().double().numpy()
+        unit = vel / np.clip(np.linalg.norm(vel, axis=-1, keepdims=True), 1e-300, None)
+        direction = np.where(np.linalg.norm(step, axis=-1, keepdims=True) > 0, unit * speed, uf.detach().cpu().double().numpy())
+        out = lambda a: torch.as_tensor(a, dtype=x.dtype, device=x.device).reshape(shape)  # noqa: E731
+        y = self.projx(out(ends))
+        return y, self.tangent_component(y, out(direction))
+
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(
-            f"{self}: a triangle mesh has no closed-form exponential map; use retr(x, u) = projx(x + u), "
-            "or the spectral distances of manifolds.SpectralDistance")
+        """The straightest geodesic from ``x`` along ``u`` for length ``|u|``, unfolding faces at edges.
+
+        Exact polyhedral tracing (potpourri3d's ``GeodesicTracer``); on a mesh with boundary it
+        stops where it meets the boundary. Batched over leading dimensions, not differentiable.
+        """
+        return self.geodesic(x, u, torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device))[0]
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(
-            f"{self}: a triangle mesh has no closed-form logarithm; spectral distances "
-            "(manifolds.SpectralDistance) give a premetric instead")
+        """Tangent vector at ``x`` along the shortest geodesic to ``y``, with its length: vector heat log maps
+        from the corners of ``x``'s face, interpolated (see :mod:`manifolds.geodesics`). Not differentiable."""
+        x, y = torch.broadcast_tensors(x, y)
+        shape = x.shape
+        fx, bx = self._locate(x.reshape(-1, 3))
+        fy, by = self._locate(y.reshape(-1, 3))
+        v = self.geodesics.log(fx, bx, fy, by)
+        return torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(shape)
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
+        """Geodesic distance ``(|log_x y| + |log_y x|) / 2`` (heat-method log maps): symmetric, zero on the diagonal."""
+        d = 0.5 * (self.norm(x, self.logmap(x, y)) + self.norm(y, self.logmap(y, x)))
+        return d.unsqueeze(-1) if keepdim else d
 
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``projx(x + u)``."""

@@ -1,0 +1,166 @@
+"""Geodesics on triangle meshes: straightest-geodesic tracing (exp), vector-heat log maps (log) and distances.
+
+The heavy lifting is done by potpourri3d (bindings to geometry-central); this module keeps numpy
+and torch at its boundary and batches the queries.
+
+* ``exp``: :class:`potpourri3d.GeodesicTracer` follows the straightest geodesic from a point inside
+  a face, unfolding the neighbouring face at every edge it crosses (exact polyhedral tracing; it
+  stops where it meets a boundary). The velocity at the end point is the direction of the last
+  segment (which lies inside one face) times the length of the initial vector.
+* ``log``: the vector heat method (Sharp, Soliman & Crane 2019) gives the log map from a *vertex*
+  to every vertex, as 2-D coordinates in that vertex's tangent frame; one prefactored solve per
+  source vertex (rows computed on demand and kept, see ``max_bytes``). Between vertices it is
+  interpolated: for ``x`` in a face with barycentric coordinates ``b`` and corners ``v_i``,
+
+      log_x(y) = sum_i b_i R_i (l_i(y) - l_i(x)),     l_i(z) = sum_j c_j(z) log_{v_i}(w_j),
+
+  with ``w_j``, ``c_j(z)`` the corners and barycentric coordinates of ``z``'s face and ``R_i`` the
+  rotation taking the tangent plane of ``v_i`` onto the plane of ``x``'s face. Where the surface
+  between them is flat this is exact (a log map is then an isometric chart), ``log_x(x) = 0``
+  exactly, and errors are first order in the edge length times the curvature. Near the cut locus of
+  a corner (for ``y`` almost opposite ``x``) the interpolation is unreliable, as log maps are there.
+* ``dist(x, y) = (|log_x y| + |log_y x|) / 2``: symmetric and zero on the diagonal exactly.
+
+Errors against great circles on an icosphere are measured in BENCHMARKS.md ("Mesh geodesics").
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+
+def _require_potpourri3d():
+    try:
+        import potpourri3d  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "exp/log maps and geodesic distances on meshes need potpourri3d (pip install potpourri3d)"
+        ) from err
+    return potpourri3d
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotations ``[N, 3, 3]`` taking unit vectors ``a [N, 3]`` onto ``b [N, 3]`` about ``a x b`` (the minimal ones)."""
+    v = np.cross(a, b)
+    c = (a * b).sum(-1)
+    k = np.zeros(a.shape[:-1] + (3, 3))
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
+    k[..., 1, 0], k[..., 2, 0], k[..., 2, 1] = v[..., 2], -v[..., 1], v[..., 0]
+    # R = I + K + K^2 / (1 + c); a = -b (c = -1) does not occur between a vertex normal and an adjacent face normal
+    scale = 1.0 / np.clip(1.0 + c, 1e-12, None)
+    return np.eye(3) + k + (k @ k) * scale[..., None, None]
+
+
+class MeshGeodesics:
+    """Batched exp, log and distance queries on a triangle mesh ``(V [n, 3], F [m, 3])``.
+
+    Args:
+        vertices: float64 vertex positions.
+        faces: int64 triangle indices.
+        normals: unit face normals ``[m, 3]``.
+        max_bytes: memory for log-map rows (``8 n`` bytes each, float32); beyond it the oldest rows
+            are dropped and recomputed when needed. The default (512 MB) keeps every row of meshes
+            up to about 8,000 vertices (the 2,502-vertex bunny takes 50 MB).
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, *, max_bytes: int = 2**29):
+        pp3d = _require_potpourri3d()
+        self.V = np.ascontiguousarray(vertices, dtype=np.float64)
+        self.F = np.ascontiguousarray(faces, dtype=np.int64)
+        self.normals = np.asarray(normals, dtype=np.float64)
+        self.tracer = pp3d.GeodesicTracer(self.V, self.F)
+        self.heat = pp3d.MeshVectorHeatSolver(self.V, self.F)
+        bx, by, bn = (np.asarray(a, dtype=np.float64) for a in self.heat.get_tangent_frames())
+        self.frame_x, self.frame_y, self.frame_n = bx, by, bn
+        n = len(self.V)
+        self.max_rows = int(min(n, max(16, max_bytes // (8 * n))))
+        self._table = None  # [max_rows, n, 2] float32, allocated on first use
+        self._slot = np.full(n, -1, dtype=np.int64)  # vertex -> row of the table holding its log map
+        self._owner = np.full(self.max_rows, -1, dtype=np.int64)
+        self._next = 0  # slots are reused first in, first out
+        self.rows_computed = 0
+
+    # ------------------------------------------------------------------ exp
+    def trace(self, face: np.ndarray, bary: np.ndarray, u: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """End points ``[N, 3]`` of the straightest geodesics from ``(face, bary)`` along ``u [N, 3]`` for length ``|u|``,
+        and the velocity there ``[N, 3]`` (``|u|`` times the unit tangent at the end)."""
+        n = len(face)
+        ends = np.empty((n, 3))
+        vel = np.empty((n, 3))
+        length = np.linalg.norm(u, axis=-1)
+        start = np.einsum("nk,nkd->nd", bary, self.V[self.F[face]])
+        for i in range(n):
+            if not length[i] > 0:
+                ends[i], vel[i] = start[i], u[i]
+                continue
+            path = np.asarray(self.tracer.trace_geodesic_from_face(int(face[i]), bary[i], u[i]))
+            ends[i] = path[-1]
+            direction = None
+            for j in range(len(path) - 1, 0, -1):  # the last segment of positive length
+                seg = path[j] - path[j - 1]
+                norm = np.linalg.norm(seg)
+                if norm > 1e-12 * max(1.0, length[i]):
+                    direction = seg / norm
+                    break
+            vel[i] = u[i] if direction is None else direction * length[i]
+        return ends, vel
+
+    # ------------------------------------------------------------------ log
+    def _ensure(self, vertices: np.ndarray) -> np.ndarray:
+        """Slots of the log-map rows of ``vertices`` (distinct, at most ``max_rows``), computing missing ones."""
+        if self._table is None:
+            self._table = np.zeros((self.max_rows, len(self.V), 2), dtype=np.float32)
+        missing = vertices[self._slot[vertices] < 0]
+        keep = set(vertices.tolist())
+        for v in missing:
+            while self._owner[self._next] in keep:  # never evict a row this query needs
+                self._next = (self._next + 1) % self.max_rows
+            old = self._owner[self._next]
+            if old >= 0:
+                self._slot[old] = -1
+            self._table[self._next] = np.asarray(self.heat.compute_log_map(int(v)), dtype=np.float32)
+            self._owner[self._next], self._slot[v] = v, self._next
+            self._next = (self._next + 1) % self.max_rows
+            self.rows_computed += 1
+        return self._slot[vertices]
+
+    def row(self, v: int) -> np.ndarray:
+        """Log map ``[n, 2]`` from vertex ``v`` to every vertex, in ``v``'s tangent frame (computed once, then kept)."""
+        return self._table[self._ensure(np.array([v]))[0]]
+
+    def precompute(self, progress: bool = False) -> None:
+        """Compute the log-map rows of every vertex, as many as fit in ``max_bytes``."""
+        ids = np.arange(min(len(self.V), self.max_rows))
+        if progress:
+            from tqdm.auto import tqdm
+
+            for chunk in tqdm(np.array_split(ids, max(1, len(ids) // 64)), desc="log maps", unit="64 vertices"):
+                self._ensure(chunk)
+        else:
+            self._ensure(ids)
+
+    def log(self, fx: np.ndarray, bx: np.ndarray, fy: np.ndarray, by: np.ndarray) -> np.ndarray:
+        """``log_x(y) [N, 3]`` for points given by faces ``fx, fy [N]`` and barycentric coordinates ``bx, by [N, 3]``."""
+        cx, cy = self.F[fx], self.F[fy]  # corners [N, 3]
+        uniq = np.unique(cx)
+        if len(uniq) > self.max_rows:  # more source rows than the memory allows at once: split the query
+            h = len(fx) // 2
+            return np.concatenate([self.log(fx[:h], bx[:h], fy[:h], by[:h]), self.log(fx[h:], bx[h:], fy[h:], by[h:])])
+        self._ensure(uniq)
+        table = self._table
+        slots = self._slot[cx]  # [N, 3]
+        out = np.zeros((len(fx), 3))
+        n_face = self.normals[fx]
+        for i in range(3):
+            src = slots[:, i]
+            ly = np.einsum("nj,njc->nc", by, table[src[:, None], cy])  # log_{v_i} at y's corners, interpolated
+            lx = np.einsum("nj,njc->nc", bx, table[src[:, None], cx])
+            d = ly - lx
+            s = cx[:, i]
+            vec = d[:, :1] * self.frame_x[s] + d[:, 1:] * self.frame_y[s]
+            rot = _rotation_between(self.frame_n[s], n_face)
+            out += bx[:, i : i + 1] * np.einsum("nab,nb->na", rot, vec)
+        # exactly tangent to the face of x
+        return out - (out * n_face).sum(-1, keepdims=True) * n_face
