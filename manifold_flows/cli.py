@@ -40,7 +40,8 @@ HELP = {
     "split_seed": "seed of the 80/10/10 split (default: --seed)",
     "dedupe": "remove exact duplicate points before splitting",
     "max_val_points": "validation points used for the periodic validation NLL",
-    "path": "RFM conditional path: geodesic (sphere, torus, ...) | biharmonic | diffusion (spectral premetrics on meshes)",
+    "path": "RFM conditional path: geodesic (exp/log maps; on meshes traced geodesics and heat-method log maps) | "
+            "biharmonic | diffusion (spectral premetrics on meshes; biharmonic is the mesh default)",
     "n_eigs": "meshes: Laplace-Beltrami eigenpairs of the spectral distance",
     "sim_steps": "meshes: Euler steps per simulated RFM path (each state is a target)",
     "diffusion_time": "meshes: time of the diffusion distance (default 2 / largest eigenvalue used)",

@@ -83,8 +83,9 @@ class RFM(FlowObjective):
     Loss: ``E_{t, x0, x1} |v(x_t, t) - u_t|_g^2`` with ``x0`` from the base distribution, ``t``
     uniform on [0, 1] and ``x_t``, ``u_t`` from :class:`~manifold_flows.paths.GeodesicPath`.
 
-    On manifolds without closed-form geodesics (meshes) pass a
-    :class:`~manifold_flows.paths.PremetricPath`: each step then simulates ``B // steps`` paths
+    On meshes the geodesic paths are traced (``Mesh.geodesic``, log maps by the vector heat
+    method); pass a :class:`~manifold_flows.paths.PremetricPath` for spectral premetrics instead:
+    each step then simulates ``B // steps`` paths
     (``B`` the batch size) and regresses on every point along them, so a step sees about ``B``
     targets whatever the path.
 
@@ -100,8 +101,8 @@ class RFM(FlowObjective):
         super().__init__(manifold, net)
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; choose from {COUPLINGS}")
-        if path is None and not manifold.exact_expmap:
-            raise ValueError(f"{manifold} has no closed-form geodesics: RFM needs a PremetricPath (spectral distance) "
+        if path is None and not (manifold.exact_expmap or hasattr(manifold, "geodesic")):
+            raise ValueError(f"{manifold} has no exp/log maps: RFM needs a PremetricPath (spectral distance) "
                              "there, or use Moser Flow")
         if path is not None and coupling != "independent":
             raise ValueError("premetric paths support only the independent coupling")

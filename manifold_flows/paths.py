@@ -1,4 +1,4 @@
-"""Conditional probability paths for flow matching: geodesic interpolation and its velocity."""
+"""Conditional probability paths for flow matching: geodesic interpolation and its velocity, and simulated premetric paths."""
 
 from __future__ import annotations
 
@@ -40,19 +40,23 @@ class GeodesicPath:
     """``x_t = exp_{x0}(t log_{x0}(x1))`` with velocity ``u_t = d/dt x_t``.
 
     On the sphere, flat torus, Euclidean space and their products the velocity is the parallel
-    transport of ``log_{x0}(x1)`` to ``x_t`` (closed form, no autograd). Any other manifold with
-    exp and log maps gets the velocity by differentiating ``t -> x_t`` with autograd.
+    transport of ``log_{x0}(x1)`` to ``x_t`` (closed form, no autograd). Meshes trace the geodesic
+    and return its velocity at ``x_t`` (``Mesh.geodesic``). Any other manifold with exp and log maps
+    gets the velocity by differentiating ``t -> x_t`` with autograd.
 
     Args:
         manifold: the manifold.
-        velocity: ``"auto"``, ``"transport"`` (closed form) or ``"autograd"``.
+        velocity: ``"auto"``, ``"transport"`` (closed form), ``"trace"`` (``manifold.geodesic``) or ``"autograd"``.
     """
 
     def __init__(self, manifold: Manifold, velocity: str = "auto"):
-        if velocity not in ("auto", "transport", "autograd"):
-            raise ValueError(f"velocity must be 'auto', 'transport' or 'autograd', got {velocity!r}")
+        if velocity not in ("auto", "transport", "autograd", "trace"):
+            raise ValueError(f"velocity must be 'auto', 'transport', 'autograd' or 'trace', got {velocity!r}")
         if velocity == "auto":
-            velocity = "transport" if _has_closed_form(manifold) else "autograd"
+            if _has_closed_form(manifold):
+                velocity = "transport"
+            else:
+                velocity = "trace" if hasattr(manifold, "geodesic") else "autograd"
         self.manifold = manifold
         self.velocity = velocity
 
@@ -64,6 +68,8 @@ class GeodesicPath:
         if self.velocity == "transport":
             xt = m.expmap(x0, tt * u)
             ut = m.transp(x0, xt, u)
+        elif self.velocity == "trace":  # meshes: the traced geodesic's end point and velocity
+            xt, ut = m.geodesic(x0, u, t)
         else:
             # samples are independent, so one backward pass per coordinate gives every d x_t / d t
             with torch.enable_grad():

@@ -282,8 +282,6 @@ def test_bad_points_get_clear_errors(bunny):
         bunny.projx(torch.tensor([[0.0, float("nan"), 0.0]]))
     with pytest.raises(ValueError, match="off the mesh"):
         bunny.assert_check_point(torch.tensor([[10.0, 0.0, 0.0]]))
-    with pytest.raises(NotImplementedError, match="retr"):
-        bunny.expmap(torch.zeros(1, 3), torch.zeros(1, 3))
 
 
 def test_solver_steps_stay_on_the_mesh(bunny):
