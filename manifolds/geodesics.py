@@ -61,11 +61,12 @@ class MeshGeodesics:
         faces: int64 triangle indices.
         normals: unit face normals ``[m, 3]``.
         max_bytes: memory for log-map rows (``8 n`` bytes each, float32); beyond it the oldest rows
-            are dropped and recomputed when needed. The default (512 MB) keeps every row of meshes
-            up to about 8,000 vertices (the 2,502-vertex bunny takes 50 MB).
+            are dropped and recomputed when needed (slow: size it to hold the rows a batch touches).
+            The default (2 GB, allocated as rows are filled) keeps every row of meshes up to about
+            16,000 vertices; the 2,502-vertex bunny takes 50 MB.
     """
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, *, max_bytes: int = 2**29):
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, *, max_bytes: int = 2**31):
         pp3d = _require_potpourri3d()
         self.V = np.ascontiguousarray(vertices, dtype=np.float64)
         self.F = np.ascontiguousarray(faces, dtype=np.int64)
