@@ -106,6 +106,9 @@ class RFM(FlowObjective):
                              "there, or use Moser Flow")
         if path is not None and coupling != "independent":
             raise ValueError("premetric paths support only the independent coupling")
+        if coupling == "ot" and not manifold.exact_expmap:
+            raise ValueError(f"the OT coupling needs all pairwise distances of each batch, which {manifold} cannot give "
+                             "cheaply (heat-method log maps on the host); use the independent coupling")
         self.coupling = coupling
         self.path = GeodesicPath(manifold) if path is None else path
 

@@ -68,6 +68,8 @@ def test_rfm_paths_on_meshes_and_implicit_surfaces(bunny):
     surface = ImplicitSurface.sphere()
     with pytest.raises(ValueError, match="PremetricPath"):
         RFM(surface, VectorField(surface, 16, 1))
+    with pytest.raises(ValueError, match="independent coupling"):
+        RFM(bunny, VectorField(bunny, 16, 1), coupling="ot")
 
 
 def test_cli_geodesic_paths_on_a_mesh(tmp_path):
