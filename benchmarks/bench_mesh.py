@@ -236,6 +236,14 @@ def bench_paths(args) -> None:
             print(json.dumps(res), flush=True)
             with open(out_root / "paths.jsonl", "a") as f:
                 f.write(json.dumps(res) + "\n")
+    # rows of earlier runs in the same folder for (k, path) pairs not rerun now: one table for all
+    merged = {}
+    log = out_root / "paths.jsonl"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        r = json.loads(line)
+        merged[(r["k"], r["path"])] = r
+    order = {p: i for i, p in enumerate(["geodesic", "biharmonic", "diffusion"])}
+    results = [merged[key] for key in sorted(merged, key=lambda kp: (kp[0], order.get(kp[1], 9)))]
     rows = ["| target | path | it/s | steps | test NLL | same, 4x solver steps | exact entropy | gap |",
             "|---|---|---|---|---|---|---|---|"]
     for r in results:

@@ -44,7 +44,7 @@ HELP = {
             "biharmonic | diffusion (spectral premetrics on meshes; biharmonic is the mesh default)",
     "n_eigs": "meshes: Laplace-Beltrami eigenpairs of the spectral distance",
     "sim_steps": "meshes: Euler steps per simulated RFM path (each state is a target)",
-    "diffusion_time": "meshes: time of the diffusion distance (default 2 / largest eigenvalue used)",
+    "diffusion_time": "meshes: time of the diffusion distance (default 2 / the tenth eigenvalue)",
     "density": "mesh data: target density eig:K (clamped K-th eigenfunction) | bumps:N[:SIGMA] (default eig:10)",
     "samples": "mesh/implicit data: a CSV of x,y,z points (the mesh file's coordinates) to train on instead of --density",
     "mesh_scale": "mesh data: none | area | radius | a number (default: 1/250 for the bunny, none for files)",

@@ -38,8 +38,11 @@ def cli(*args, timeout=600, env=None):
                           cwd=ROOT, timeout=timeout, env=env)
 
 
-def test_premetric_path_shrinks_distance_linearly(bunny):
-    d = SpectralDistance(bunny, "biharmonic", n_eigs=60)
+@pytest.mark.parametrize("kind", ["biharmonic", "diffusion"])
+def test_premetric_path_shrinks_distance_linearly(bunny, kind):
+    d = SpectralDistance(bunny, kind, n_eigs=60)
+    if kind == "diffusion":
+        assert d.tau == pytest.approx(2 / bunny.eigenpairs(60)[0][9])
     path = PremetricPath(bunny, d, steps=40)
     g = torch.Generator().manual_seed(0)
     x0, x1 = bunny.random_base(32, dtype=torch.float64, generator=g), bunny.random_base(32, dtype=torch.float64, generator=g)
@@ -57,6 +60,9 @@ def test_premetric_path_shrinks_distance_linearly(bunny):
     us = ps.ut.reshape(40, 32, 3)[:-1]
     cos = torch.nn.functional.cosine_similarity(fd, us, dim=-1)
     assert cos.median() > 0.99
+    # the paths reach their targets and seldom need the speed cap (a saturating distance fails both)
+    assert (xs[-1] - x1).norm(dim=-1).quantile(0.9) < 0.25
+    assert (ps.ut.norm(dim=-1) > 0.999 * path.max_speed).float().mean() < 0.02
 
 
 def test_rfm_paths_on_meshes_and_implicit_surfaces(bunny):
