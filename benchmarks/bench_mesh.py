@@ -255,7 +255,8 @@ def bench_paths(args) -> None:
         "(80/10/10 split, seed 0), best validation checkpoint (EMA), test NLL by RK4 with "
         f"{args.solver_steps} and {4 * args.solver_steps} steps. geodesic: x_t = exp_x0(t log_x0 x1) traced on the "
         "mesh, batch 512 pairs, log-map rows precomputed before timing; biharmonic / diffusion: simulated "
-        "premetric paths, 40 paths x 50 Euler steps (2000 targets) per iteration, 100 eigenpairs."
+        "premetric paths, 40 paths x 50 Euler steps (2000 targets) per iteration, 100 eigenpairs. Rows of "
+        "(target, path) pairs not rerun by the command come from earlier runs in the same output folder."
     )
     write_section("Bunny: RFM conditional paths", body)
 
