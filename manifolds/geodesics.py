@@ -86,27 +86,22 @@ class MeshGeodesics:
     # ------------------------------------------------------------------ exp
     def trace(self, face: np.ndarray, bary: np.ndarray, u: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """End points ``[N, 3]`` of the straightest geodesics from ``(face, bary)`` along ``u [N, 3]`` for length ``|u|``,
-        and the velocity there ``[N, 3]`` (``|u|`` times the unit tangent at the end)."""
+        and the unit tangent there ``[N, 3]`` (zero where ``u`` is zero)."""
         n = len(face)
-        ends = np.empty((n, 3))
-        vel = np.empty((n, 3))
+        ends = np.einsum("nk,nkd->nd", bary, self.V[self.F[face]])
+        tangent = np.zeros((n, 3))
         length = np.linalg.norm(u, axis=-1)
-        start = np.einsum("nk,nkd->nd", bary, self.V[self.F[face]])
-        for i in range(n):
-            if not length[i] > 0:
-                ends[i], vel[i] = start[i], u[i]
-                continue
+        for i in np.nonzero(length > 0)[0]:
             path = np.asarray(self.tracer.trace_geodesic_from_face(int(face[i]), bary[i], u[i]))
             ends[i] = path[-1]
-            direction = None
+            tangent[i] = u[i] / length[i]
             for j in range(len(path) - 1, 0, -1):  # the last segment of positive length
                 seg = path[j] - path[j - 1]
                 norm = np.linalg.norm(seg)
                 if norm > 1e-12 * max(1.0, length[i]):
-                    direction = seg / norm
+                    tangent[i] = seg / norm
                     break
-            vel[i] = u[i] if direction is None else direction * length[i]
-        return ends, vel
+        return ends, tangent
 
     # ------------------------------------------------------------------ log
     def _ensure(self, vertices: np.ndarray) -> np.ndarray:
@@ -126,10 +121,6 @@ class MeshGeodesics:
             self._next = (self._next + 1) % self.max_rows
             self.rows_computed += 1
         return self._slot[vertices]
-
-    def row(self, v: int) -> np.ndarray:
-        """Log map ``[n, 2]`` from vertex ``v`` to every vertex, in ``v``'s tangent frame (computed once, then kept)."""
-        return self._table[self._ensure(np.array([v]))[0]]
 
     def precompute(self, progress: bool = False) -> None:
         """Compute the log-map rows of every vertex, as many as fit in ``max_bytes``."""

@@ -568,17 +568,16 @@ class Mesh(Manifold):
         tracing runs in potpourri3d); RFM uses it for its conditional paths.
         """
         shape = x.shape
-        xf, uf = x.reshape(-1, 3), u.reshape(-1, 3)
+        uf = u.reshape(-1, 3)
         tf = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(shape[:-1]).reshape(-1, 1)
-        face, bary = self._locate(xf)
-        step = (tf * uf).detach().cpu().double().numpy()
-        ends, vel = self.geodesics.trace(face, bary, step)
-        speed = torch.linalg.vector_norm(uf, dim=-1, keepdim=True).detach().cpu().double().numpy()
-        unit = vel / np.clip(np.linalg.norm(vel, axis=-1, keepdims=True), 1e-300, None)
-        direction = np.where(np.linalg.norm(step, axis=-1, keepdims=True) > 0, unit * speed, uf.detach().cpu().double().numpy())
+        face, bary = self._locate(x.reshape(-1, 3))
+        ends, tangent = self.geodesics.trace(face, bary, (tf * uf).detach().cpu().double().numpy())
         out = lambda a: torch.as_tensor(a, dtype=x.dtype, device=x.device).reshape(shape)  # noqa: E731
+        moved = torch.as_tensor(np.linalg.norm(tangent, axis=-1) > 0, device=x.device).reshape(-1, 1)
+        speed = torch.linalg.vector_norm(uf, dim=-1, keepdim=True)
+        velocity = torch.where(moved, out(tangent).reshape(-1, 3) * speed, uf).reshape(shape)  # u itself where t u = 0
         y = self.projx(out(ends))
-        return y, self.tangent_component(y, out(direction))
+        return y, self.tangent_component(y, velocity.detach())
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The straightest geodesic from ``x`` along ``u`` for length ``|u|``, unfolding faces at edges.
