@@ -13,8 +13,9 @@ def _run(code: str, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
-def test_import_prints_and_warns_nothing():
-    res = _run("import manifolds, manifold_flows, manifold_flows.datasets", "-W", "always")
+@pytest.mark.parametrize("flag", ["always", "error"])
+def test_import_prints_and_warns_nothing(flag):
+    res = _run("import manifolds, manifold_flows, manifold_flows.cli, manifold_flows.datasets", "-W", flag)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "" and res.stderr == "", (res.stdout, res.stderr[:500])
 
