@@ -32,7 +32,7 @@ install: $(SETUP)
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]"
 
 demo: install
-	$(PYTHON) -m manifold_flows.cli train --data volcano --steps 3000 --eval-every 1000 --out runs/volcano
+	$(PYTHON) -m manifold_flows.cli train --data volcano --steps 3000 --eval-every 1000 --out runs/volcano --overwrite
 
 test: install
 	$(PYTHON) -m pytest -q tests

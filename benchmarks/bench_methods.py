@@ -28,7 +28,9 @@ from bench_rfm import BEST_PUBLISHED, PUBLISHED, ROOT, budgeted_config, mean_std
 
 from manifolds import Sphere  # noqa: E402
 from manifold_flows.likelihood import log_likelihood, sample  # noqa: E402
-from manifold_flows.train import TrainConfig, build_objective, load_data, train  # noqa: E402
+from manifold_flows.builders import build_objective, load_data  # noqa: E402
+from manifold_flows.config import TrainConfig  # noqa: E402
+from manifold_flows.training import train  # noqa: E402
 
 RESULTS = ROOT / "runs" / "bench" / "methods" / "results.jsonl"
 NAMES = {"rfm": "RFM", "moser": "Moser Flow", "ppd": "PPD"}

@@ -28,7 +28,9 @@ from _report import interleaved_medians, write_section  # noqa: E402
 from manifolds import Euclidean, Sphere  # noqa: E402
 from manifold_flows.nets import VectorField  # noqa: E402
 from manifold_flows.objectives import RFM  # noqa: E402
-from manifold_flows.train import TrainConfig, build_objective, load_data, train  # noqa: E402
+from manifold_flows.builders import build_objective, load_data  # noqa: E402
+from manifold_flows.config import TrainConfig  # noqa: E402
+from manifold_flows.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = {  # test NLL, REFERENCES.md section 2

@@ -1,4 +1,4 @@
-"""How the per-method defaults (``METHOD_DEFAULTS`` in manifold_flows/train.py) were chosen.
+"""How the per-method defaults (``METHOD_DEFAULTS`` in manifold_flows/config.py) were chosen.
 
     python benchmarks/tune_methods.py --minutes 0.5 --data earthquake vmf_mixture_s2
 
@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 from bench_rfm import ROOT, budgeted_config  # noqa: E402
 
-from manifold_flows.train import TrainConfig, train  # noqa: E402
+from manifold_flows.config import TrainConfig  # noqa: E402
+from manifold_flows.training import train  # noqa: E402
 
 CANDIDATES = {
     "moser": [

@@ -92,6 +92,18 @@ def _header_columns(cells: List[str], where: str) -> Tuple[int, int]:
     return found["latitude"], found["longitude"]
 
 
+def read_text_lines(path: Path) -> List[str]:
+    """The lines of a UTF-8 text file (a byte-order mark is dropped).
+
+    Raises:
+        ValueError: the file is not UTF-8 text (the message names the file and the byte offset).
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (undecodable byte at offset {e.start}); save it as UTF-8 CSV") from None
+
+
 def read_latlon_csv(path: PathLike, *, min_rows: int = 10) -> torch.Tensor:
     """Read latitude/longitude pairs (degrees) from a comma-separated file.
 
@@ -122,36 +134,35 @@ def read_latlon_csv(path: PathLike, *, min_rows: int = 10) -> torch.Tensor:
     lat_col, lon_col, n_cols = 0, 1, 2
     seen_first = False
     last_line = 0
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            last_line = lineno
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
+    for lineno, line in enumerate(read_text_lines(path), start=1):
+        last_line = lineno
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        where = f"{path}, line {lineno}"
+        cells = [c.strip() for c in next(csv.reader([stripped]))]
+        if not seen_first:
+            seen_first = True
+            if any(_as_float(c) is None for c in cells):
+                lat_col, lon_col = _header_columns(cells, where)
+                n_cols = len(cells)
                 continue
-            where = f"{path}, line {lineno}"
-            cells = [c.strip() for c in next(csv.reader([stripped]))]
-            if not seen_first:
-                seen_first = True
-                if any(_as_float(c) is None for c in cells):
-                    lat_col, lon_col = _header_columns(cells, where)
-                    n_cols = len(cells)
-                    continue
-            if len(cells) != n_cols:
-                raise ValueError(f"{where}: expected {n_cols} columns, found {len(cells)} in {stripped!r}")
-            values = []
-            for col, kind in ((lat_col, "latitude"), (lon_col, "longitude")):
-                value = _as_float(cells[col])
-                if value is None:
-                    raise ValueError(f"{where}: non-numeric {kind} cell {cells[col]!r}")
-                if math.isnan(value):
-                    raise ValueError(f"{where}: {kind} is NaN ({cells[col]!r})")
-                values.append(value)
-            lat, lon = values
-            if not -90.0 <= lat <= 90.0:
-                raise ValueError(f"{where}: latitude {cells[lat_col]!r} is outside [-90, 90]")
-            if not -180.0 <= lon <= 360.0:
-                raise ValueError(f"{where}: longitude {cells[lon_col]!r} is outside [-180, 360]")
-            rows.append((lat, lon))
+        if len(cells) != n_cols:
+            raise ValueError(f"{where}: expected {n_cols} columns, found {len(cells)} in {stripped!r}")
+        values = []
+        for col, kind in ((lat_col, "latitude"), (lon_col, "longitude")):
+            value = _as_float(cells[col])
+            if value is None:
+                raise ValueError(f"{where}: non-numeric {kind} cell {cells[col]!r}")
+            if math.isnan(value):
+                raise ValueError(f"{where}: {kind} is NaN ({cells[col]!r})")
+            values.append(value)
+        lat, lon = values
+        if not -90.0 <= lat <= 90.0:
+            raise ValueError(f"{where}: latitude {cells[lat_col]!r} is outside [-90, 90]")
+        if not -180.0 <= lon <= 360.0:
+            raise ValueError(f"{where}: longitude {cells[lon_col]!r} is outside [-180, 360]")
+        rows.append((lat, lon))
     if len(rows) < min_rows:
         raise ValueError(
             f"{path}, line {last_line}: the file ends with {len(rows)} data row(s), fewer than min_rows={min_rows}"

@@ -12,7 +12,7 @@ import torch
 from manifolds import Mesh
 from manifolds.spectral import mesh_eigenfunction
 
-from .earth import split
+from .earth import read_text_lines, split
 from .synthetic import SyntheticTarget
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "mesh"
@@ -160,7 +160,7 @@ def read_points_csv(path: PathLike, dim: int = 3) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"samples file {path} does not exist")
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text_lines(path), 1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue

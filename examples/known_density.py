@@ -5,7 +5,7 @@
 
 import argparse
 
-from manifold_flows.train import TrainConfig, train
+from manifold_flows import TrainConfig, train
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""The ``manifold-flows`` command line: train, evaluate and sample."""
+"""The ``manifold-flows`` command line: train, evaluate and sample.
+
+Every expected failure (bad options, data or checkpoints, I/O, devices, encodings) ends in one line
+``error: ...`` on stderr and exit code 2; Ctrl-C during training writes ``last.pt`` and exits with 130.
+"""
 
 from __future__ import annotations
 
@@ -8,89 +12,69 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .objectives import OBJECTIVES
-from .train import DTYPES, PATHS, TrainConfig, build_objective, evaluate_split, load_data, train
+from .builders import build_objective, load_data
+from .checkpoint import CheckpointError, data_fingerprint, fingerprint_changes, load_checkpoint
+from .config import DTYPES, TrainConfig, device_problem
+from .evaluation import evaluate_split
+from .objectives import FlowObjective
+from .solvers import available_methods
+from .training import Interrupted, train
 
-HELP = {
-    "data": "volcano | earthquake | flood | PATH.csv (lat,lon degrees) | a synthetic name (see manifold_flows.datasets) "
-            "| mesh:bunny | mesh:PATH (any mesh file trimesh reads) | implicit:sphere|ellipsoid|torus",
-    "method": "training objective: rfm | moser | ppd (per-method defaults fill unset options, see README)",
-    "lr": "learning rate (default: per method)",
-    "activation": "silu | relu | gelu | tanh | softplus | softplus100 (default: per method)",
-    "lam": "Moser Flow: weight of the negative-mass penalty (default: per method)",
-    "eps": "Moser Flow: density floor in the log and the penalty",
-    "n_uniform": "Moser Flow: uniform points per step for the penalty (default: batch size)",
-    "zero_init": "start from the zero field (default: per method; on for Moser Flow)",
-    "divergence": "divergence estimator in training for moser/ppd: exact | hutchinson",
-    "n_probes": "Hutchinson probes per point",
-    "ppd_norm": "PPD: 1 or 2, the norm of the residual (default: per method)",
-    "kappa1": "PPD: kernel concentration at t=1 (default: chosen on the validation split)",
-    "uniform": "PPD: weight of the base density in the target path (default: chosen on the validation split)",
-    "out": "output folder (checkpoints, metrics.json, density.png)",
-    "steps": "training steps",
-    "coupling": "noise-data coupling for RFM: independent | ot (minibatch optimal transport)",
-    "eval_every": "validate (and checkpoint) every N steps",
-    "solver": "ODE solver for likelihoods and samples: euler | midpoint | rk4 | dopri5 ...",
-    "solver_steps": "fixed solver steps for likelihoods and samples",
-    "split_seed": "seed of the 80/10/10 split (default: --seed)",
-    "dedupe": "remove exact duplicate points before splitting",
-    "max_val_points": "validation points used for the periodic validation NLL",
-    "path": "RFM conditional path: geodesic (exp/log maps; on meshes traced geodesics and heat-method log maps) | "
-            "biharmonic | diffusion (spectral premetrics on meshes; biharmonic is the mesh default)",
-    "n_eigs": "meshes: Laplace-Beltrami eigenpairs of the spectral distance",
-    "sim_steps": "meshes: Euler steps per simulated RFM path (each state is a target)",
-    "diffusion_time": "meshes: time of the diffusion distance (default 2 / the tenth eigenvalue)",
-    "density": "mesh data: target density eig:K (clamped K-th eigenfunction) | bumps:N[:SIGMA] (default eig:10)",
-    "samples": "mesh/implicit data: a CSV of x,y,z points (the mesh file's coordinates) to train on instead of --density",
-    "mesh_scale": "mesh data: none | area | radius | a number (default: 1/250 for the bunny, none for files)",
-}
+SAMPLE_FORMATS = (".csv", ".txt", ".npy", ".pt")
 
 
-OPTIONAL_TYPES = {"split_seed": int, "lr": float, "activation": str, "lam": float, "n_uniform": int, "ppd_norm": int,
-                  "kappa1": float, "uniform": float, "zero_init": bool, "path": str, "diffusion_time": float,
-                  "density": str, "samples": str, "mesh_scale": str}
-"""Argument types of the config fields whose default is ``None``."""
+def _config_type(f: dataclasses.Field):
+    kind = str(f.type).replace("Optional[", "").rstrip("]")
+    return {"int": int, "float": float, "str": str, "bool": bool}[kind]
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        kind = OPTIONAL_TYPES[f.name] if default is None else type(default)
+        kind = _config_type(f)
+        text = f.metadata.get("help", "")
+        if f.default is not None and kind is not bool:
+            text += f" (default: {f.default})"
         if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP.get(f.name))
-        elif f.name == "method":
-            p.add_argument(flag, choices=sorted(OBJECTIVES), default=default, help=HELP.get(f.name))
-        elif f.name == "path":
-            p.add_argument(flag, choices=[c for c in PATHS if c], default=default, help=HELP.get(f.name))
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         else:
-            p.add_argument(flag, type=kind, default=default, help=HELP.get(f.name, f"(default: {default})"))
+            p.add_argument(flag, type=kind, default=f.default, help=text)
 
 
-def _load_checkpoint(path: str, device: str):
+def _load_run(path: str, device: str, allow_data_change: bool) -> Tuple[TrainConfig, Dict[str, Any], FlowObjective, Dict]:
+    """Config, data, objective (with the checkpoint's EMA weights) and a provenance note of a checkpoint or run folder."""
     p = Path(path)
     if p.is_dir():
         p = p / "best.pt"
-    if not p.exists():
-        raise SystemExit(f"error: checkpoint {p} does not exist")
-    ck = torch.load(p, map_location=device, weights_only=False)
-    if "config" not in ck or "ema" not in ck:
-        raise SystemExit(f"error: {p} is not a manifold-flows checkpoint (no config/ema entries)")
+    problem = device_problem(device)
+    if problem:
+        raise ValueError(problem)
+    ck = load_checkpoint(p, map_location=device, require=("config", "ema", "data_fingerprint"))
     cfg = TrainConfig.from_dict(ck["config"]).resolved()
     cfg.device = device
     data = load_data(cfg)
-    manifold = data["manifold"]
+    drift = fingerprint_changes(ck["data_fingerprint"], data_fingerprint(data))
+    if drift and not allow_data_change:
+        raise ValueError(f"the data of {p} changed since it was trained ({cfg.data!r}: {drift}); the split it was "
+                         "tested on no longer exists. Pass --allow-data-change to use the data as it is now")
     dtype = DTYPES[cfg.dtype]
-    objective = build_objective(cfg, manifold).to(device=device, dtype=dtype)
+    objective = build_objective(cfg, data["manifold"]).to(device=device, dtype=dtype)
     objective.prepare(data["train"].to(device=device, dtype=dtype), data["val"].to(device=device, dtype=dtype))
-    objective.net.load_state_dict(ck["ema"])
+    try:
+        objective.net.load_state_dict(ck["ema"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{p} does not fit the model its own config describes "
+                              f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
     objective.eval()
-    return cfg, data, objective
+    note = {"checkpoint": str(p), "step": ck.get("step"), "package_version": ck.get("package_version")}
+    if drift:
+        note["data_changed"] = drift
+    return cfg, data, objective, note
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -104,35 +88,59 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfg.device.startswith("cuda"):
             cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
-        metrics = train(cfg, resume=args.resume)
+        metrics = train(cfg, resume=args.resume, overwrite=args.overwrite, allow_data_change=args.allow_data_change)
     finally:
         if distributed:
             dist.destroy_process_group()
     if metrics:
-        keys = ["test_nll", "val_nll", "base_nll", "target_nll", "gap", "negative_mass", "ode_nll", "explicit_nll", "ode_check",
-                "path_nll", "steps", "train_seconds", "figure"]
+        keys = ["test_nll", "likelihood", "val_nll", "base_nll", "target_nll", "gap", "negative_mass", "log_normalizer",
+                "ode_nll", "explicit_nll", "ode_check", "path_nll", "steps", "train_seconds", "figure"]
         print(json.dumps({k: metrics[k] for k in keys if k in metrics}, indent=2))
         print(f"wrote {Path(cfg.out) / 'metrics.json'}")
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    cfg, data, objective = _load_checkpoint(args.checkpoint, args.device)
-    if args.solver_steps:
+def _solver_options(args: argparse.Namespace, cfg: TrainConfig) -> None:
+    if args.solver is not None:
+        if args.solver not in available_methods():
+            raise ValueError(f"unknown --solver {args.solver!r}; choose from {available_methods()}")
+        cfg.solver = args.solver
+    if args.solver_steps is not None:
+        if args.solver_steps < 1:
+            raise ValueError(f"--solver-steps must be >= 1, got {args.solver_steps}")
         cfg.solver_steps = args.solver_steps
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    cfg, data, objective, note = _load_run(args.checkpoint, args.device, args.allow_data_change)
+    _solver_options(args, cfg)
     x = data[args.split].to(device=args.device, dtype=DTYPES[cfg.dtype])
     metrics = evaluate_split(objective, objective.net, cfg, data, x, objective.manifold)
-    metrics = {("test_nll" if k == "test_nll" and args.split == "test" else k.replace("test_nll", f"{args.split}_nll")): v
-               for k, v in metrics.items()}
+    metrics = {(k.replace("test_nll", f"{args.split}_nll") if k == "test_nll" else k): v for k, v in metrics.items()}
+    metrics.update(note)
     print(json.dumps(metrics, indent=2))
     return 0
 
 
+def _sample_target(out: str) -> Path:
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name ending in {', '.join(SAMPLE_FORMATS)}")
+    if path.suffix not in SAMPLE_FORMATS:
+        raise ValueError(f"--out {out}: unknown format {path.suffix or '(no suffix)'!r}; use {', '.join(SAMPLE_FORMATS)}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"--out {out}: {path.parent} is not a folder")
+    return path
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    cfg, data, objective = _load_checkpoint(args.checkpoint, args.device)
+    out = _sample_target(args.out)
+    if args.n < 1:
+        raise ValueError(f"-n must be >= 1, got {args.n}")
+    cfg, data, objective, _ = _load_run(args.checkpoint, args.device, args.allow_data_change)
+    _solver_options(args, cfg)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
-    x = objective.sample(args.n, steps=args.solver_steps or cfg.solver_steps, method=cfg.solver, generator=gen)
-    out = Path(args.out)
+    x = objective.sample(args.n, steps=cfg.solver_steps, method=cfg.solver, generator=gen)
     out.parent.mkdir(parents=True, exist_ok=True)
     arr = x.detach().double().cpu().numpy()
     if out.suffix == ".npy":
@@ -148,12 +156,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raw = objective.manifold.to_raw(x.detach().double().cpu()).numpy()
             np.savetxt(out, raw, delimiter=",", header="x,y,z", comments="", fmt="%.8g")
         elif isinstance(objective.manifold, Sphere) and objective.manifold.dim == 2:
-            np.savetxt(out, xyz_to_latlon(x.detach().double().cpu()).numpy(), delimiter=",", header="lat,lon", comments="", fmt="%.6f")
+            np.savetxt(out, xyz_to_latlon(x.detach().double().cpu()).numpy(), delimiter=",", header="lat,lon",
+                       comments="", fmt="%.6f")
         else:
             header = ",".join(f"x{i}" for i in range(arr.shape[1]))
             np.savetxt(out, arr, delimiter=",", header=header, comments="", fmt="%.8f")
     print(f"wrote {args.n} samples to {out}")
     return 0
+
+
+def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a .pt checkpoint or a run folder (uses best.pt)")
+    p.add_argument("--solver", default=None, help="ODE solver (default: the run's): " + " | ".join(available_methods()))
+    p.add_argument("--solver-steps", type=int, default=None, help="fixed solver steps (default: the run's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="use the data as it is now although it changed since training (reported in the output)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -162,21 +180,20 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model; writes checkpoints, metrics.json and a figure to --out")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out folder that holds a run")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the data file changed since last.pt was written")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("evaluate", help="negative log-likelihood of a checkpoint on its test (or val) split")
-    p.add_argument("checkpoint", help="a .pt checkpoint or a run folder (uses best.pt)")
+    _add_checkpoint_args(p)
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
-    p.add_argument("--solver-steps", type=int, default=None)
-    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("sample", help="draw samples from a checkpoint (CSV: lat,lon on the globe, x,y,z in the file's "
                                       "coordinates on meshes; or .npy / .pt)")
-    p.add_argument("checkpoint")
+    _add_checkpoint_args(p)
     p.add_argument("-n", type=int, default=1000)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="file to write: " + ", ".join(SAMPLE_FORMATS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--solver-steps", type=int, default=None)
-    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_sample)
     return parser
 
@@ -185,8 +202,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except torch.cuda.OutOfMemoryError as e:
+        print(f"error: out of device memory ({str(e).splitlines()[0]}); try a smaller --batch-size", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, FloatingPointError) as e:  # ValueError covers CheckpointError and UnicodeDecodeError
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -31,6 +33,46 @@ def batch_shape(shape: Tuple[Shape, ...]) -> Tuple[int, ...]:
     if any(s < 0 for s in out):
         raise ValueError(f"batch shape must be non-negative, got {out}")
     return out
+
+
+CHECKED_METHODS = (
+    "projx", "proju", "tangent_field", "expmap", "logmap", "transp", "inner", "norm", "dist", "dist2", "retr",
+    "egrad2rgrad", "base_logprob", "expmap_transp", "retr_transp", "transp_follow_expmap", "transp_follow_retr",
+)
+"""Public operations whose tensor arguments are checked on entry (trailing dimension, floating dtype)."""
+
+
+def _with_input_checks(fn: Callable, name: str) -> Callable:
+    """Wrap a geometry method so that a tensor argument of the wrong shape or dtype raises ``ValueError`` naming it.
+
+    The checks read only shapes and dtypes: no host synchronisation, so they also run inside
+    training and solver loops on a GPU. Values (NaN, points off the manifold) are checked by
+    :meth:`Manifold.check_point` where data enters a program.
+    """
+    params = [p.name for p in inspect.signature(fn).parameters.values()][1:]
+
+    @functools.wraps(fn)
+    def checked(self, *args, **kwargs):
+        for i, a in enumerate(args):
+            if isinstance(a, torch.Tensor) and (not a.is_floating_point() or a.dim() == 0
+                                                or a.shape[-1] != self.ambient_dim):
+                arg = params[i] if i < len(params) else f"argument {i + 1}"
+                if not a.is_floating_point():
+                    raise ValueError(f"{self}.{name}: '{arg}' has dtype {a.dtype}; points and tangent vectors need a "
+                                     "floating dtype (float32 or float64)")
+                raise ValueError(f"{self}.{name}: '{arg}' has shape {tuple(a.shape)} but {self} needs a trailing "
+                                 f"dimension of {self.ambient_dim} coordinates")
+        return fn(self, *args, **kwargs)
+
+    checked.checks_inputs = True
+    return checked
+
+
+def _add_input_checks(cls: type) -> None:
+    for name in CHECKED_METHODS:
+        fn = getattr(cls, name, None)  # own methods, and those of mixins such as AmbientMetric
+        if inspect.isfunction(fn) and not getattr(fn, "checks_inputs", False):
+            setattr(cls, name, _with_input_checks(fn, name))
 
 
 class Manifold(geoopt.Manifold):
@@ -291,6 +333,13 @@ class Manifold(geoopt.Manifold):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _add_input_checks(cls)
+
+
+_add_input_checks(Manifold)
 
 
 class AmbientMetric:

@@ -85,6 +85,10 @@ def _repair_and_check(tm, *, components: str, degenerate_tol: float) -> Tuple[np
     if dropped > 0.01 * report["faces_in"]:
         raise ValueError(f"mesh has {dropped} degenerate (zero-area or repeated-vertex) faces out of "
                          f"{report['faces_in']}: too many to drop silently; repair the mesh first")
+    _, face_counts = np.unique(np.sort(np.asarray(tm.faces), axis=1), axis=0, return_counts=True)
+    if (face_counts > 1).any():
+        raise ValueError(f"mesh has {int((face_counts > 1).sum())} face(s) listed more than once with the same three "
+                         "vertices (a double-sided sheet?); a surface needs each face once")
     edges = np.sort(np.asarray(tm.edges), axis=1)
     uniq, counts = np.unique(edges, axis=0, return_counts=True)
     if (counts > 2).any():

@@ -177,7 +177,10 @@ class SpectralDistance(torch.nn.Module):
         super().__init__()
         if kind not in DISTANCES:
             raise ValueError(f"unknown spectral distance {kind!r}; choose from {DISTANCES}")
-        n_eigs = min(int(n_eigs), mesh.n_vertices - 2)
+        if not 1 <= int(n_eigs) <= mesh.n_vertices - 2:
+            raise ValueError(f"n_eigs={n_eigs}, but a mesh with {mesh.n_vertices} vertices has at most "
+                             f"{mesh.n_vertices - 2} usable non-constant eigenpairs; give 1 <= n_eigs <= {mesh.n_vertices - 2}")
+        n_eigs = int(n_eigs)
         vals, vecs = eigenpairs(mesh, n_eigs)
         if kind == "biharmonic":
             w = 1.0 / vals**2

@@ -124,7 +124,7 @@ def test_other_methods_train_evaluate_sample_and_resume(method_run, tmp_path):
 
 def test_bad_method_options_get_clear_errors(tmp_path):
     res = cli("train", "--data", "volcano", "--method", "ppd", "--ppd-norm", 3, "--steps", 2, "--out", tmp_path, *TINY)
-    assert res.returncode == 2 and "ppd_norm" in res.stderr
+    assert res.returncode == 2 and "--ppd-norm" in res.stderr
     res = cli("train", "--data", "volcano", "--method", "flowy", "--steps", 2, "--out", tmp_path, *TINY)
     assert res.returncode == 2 and "flowy" in res.stderr
     res = cli("train", "--data", "volcano", "--method", "rfm", "--divergence", "trace", "--steps", 2, "--out", tmp_path,

@@ -68,10 +68,29 @@ def test_moser_density_is_base_minus_analytic_divergence_on_torus():
     torch.testing.assert_close(mf.density(x), want, atol=1e-12, rtol=0)
 
 
-def test_moser_log_prob_clamps_at_eps():
-    mf = MoserFlow(Sphere(2), ProjectedConstant([0.0, 0.0, 1.0]), eps=1e-5)
-    x = torch.tensor([[0.0, 0.0, -1.0]], dtype=F64)  # mu = 1/(4 pi) - 2 < 0
-    assert float(mf.log_prob(x)) == pytest.approx(math.log(1e-5))
+def test_moser_log_prob_is_the_normalised_clamped_density():
+    # u = P e_z has div u = -2 z on S^2, so mu = 1/(4 pi) + 2 z dips below zero for z < -1/(8 pi);
+    # max(eps, mu) then integrates to Z = 1 + 2 pi (1 + a/2)^2 with a = eps - 1/(4 pi) (over z, dA = 2 pi dz)
+    eps = 1e-5
+    mf = MoserFlow(Sphere(2), ProjectedConstant([0.0, 0.0, 1.0]), eps=eps, n_mass=200_000)
+    a = eps - 1 / (4 * math.pi)
+    log_z = math.log(1 + 2 * math.pi * (1 + a / 2) ** 2)
+    est, se = mf.log_normalizer()
+    assert abs(float(est) - log_z) < 4 * float(se) + 1e-4 and float(se) < 0.01
+    x = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]], dtype=F64)  # mu < 0 (clamped to eps), mu = 1/(4 pi) + 2
+    lp = mf.log_prob(x)
+    assert float(lp[0]) == pytest.approx(math.log(eps) - float(est))
+    assert float(lp[1]) == pytest.approx(math.log(1 / (4 * math.pi) + 2) - float(est))
+    # the reported density integrates to 1 (Monte Carlo over uniform points)
+    y = Sphere(2).random_base(200_000, dtype=F64, generator=gen(3))
+    mass = (mf.log_prob(y).exp() * 4 * math.pi)
+    assert abs(float(mass.mean()) - 1) < 4 * float(mass.std()) / math.sqrt(200_000)
+
+
+def test_moser_refuses_settings_that_give_no_density():
+    for lam in (0.0, -1.0):
+        with pytest.raises(ValueError, match="lam > 0"):
+            MoserFlow(Sphere(2), ProjectedConstant([0.0, 0.0, 1.0]), lam=lam)
 
 
 @pytest.mark.parametrize("manifold", [Sphere(2), FlatTorus(2), ProductManifold(Sphere(2), FlatTorus(1))],

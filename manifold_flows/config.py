@@ -1,0 +1,252 @@
+"""The configuration of a training run: fields, per-method defaults, validation and resume rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+PATHS = ("geodesic", "biharmonic", "diffusion")
+"""Values of ``TrainConfig.path`` (unset: geodesic where exp/log exist, biharmonic on meshes)."""
+
+DEFAULT_STEPS = 2000
+"""Training steps of a run that gives neither ``steps`` nor ``minutes``."""
+
+METHODS = ("rfm", "moser", "ppd")
+"""Training objectives by name (see :data:`manifold_flows.objectives.OBJECTIVES`)."""
+
+METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "rfm": {"lr": 1e-3, "activation": "silu", "zero_init": False, "coupling": "independent", "n_eigs": 100,
+            "sim_steps": 50},
+    "moser": {"lr": 1e-3, "activation": "softplus100", "lam": 2.0, "eps": 1e-5, "zero_init": True,
+              "divergence": "exact", "n_probes": 1},
+    "ppd": {"lr": 1e-3, "activation": "silu", "ppd_norm": 1, "zero_init": False, "divergence": "exact", "n_probes": 1},
+}
+"""Per-method defaults of the config fields left as ``None`` (see README, 'Choosing a method')."""
+
+METHOD_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "coupling": ("rfm",), "path": ("rfm",), "n_eigs": ("rfm",), "sim_steps": ("rfm",), "diffusion_time": ("rfm",),
+    "lam": ("moser",), "eps": ("moser",), "n_uniform": ("moser",),
+    "ppd_norm": ("ppd",), "kappa1": ("ppd",), "uniform": ("ppd",),
+    "divergence": ("moser", "ppd"), "n_probes": ("moser", "ppd"),
+}
+"""Options that only some methods use; setting one for another method is an error, not silently ignored."""
+
+RESUMABLE = ("steps", "minutes", "lr", "weight_decay", "warmup", "ema", "batch_size", "eval_every", "device", "plot", "progress",
+             "out")
+"""Fields a resumed run may change; the change takes effect from the resumed step (the learning-rate
+schedule is recomputed for the new ``steps``, ``lr``, ``warmup``). Every other field defines the model,
+the data, the split, the objective or the validation score that picks the best checkpoint, and must match."""
+
+
+def _help(text: str) -> Dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; stored in every checkpoint and in metrics.json.
+
+    Options left as ``None`` take the method's default (:data:`METHOD_DEFAULTS`) in :meth:`resolved`.
+    """
+
+    data: str = field(default="volcano", metadata=_help(
+        "volcano | earthquake | flood | PATH.csv (lat,lon degrees) | a synthetic name (see manifold_flows.datasets) "
+        "| mesh:bunny | mesh:PATH (any mesh file trimesh reads) | implicit:sphere|ellipsoid|torus"))
+    method: str = field(default="rfm", metadata=_help(
+        "training objective: rfm | moser | ppd (per-method defaults fill unset options, see README)"))
+    out: str = field(default="runs/volcano", metadata=_help("output folder (checkpoints, metrics.json, density.png)"))
+    steps: Optional[int] = field(default=None, metadata=_help(
+        "training steps (default 2000, or as many as --minutes allows)"))
+    minutes: Optional[float] = field(default=None, metadata=_help(
+        "time budget: train until this many minutes of training and validation are spent (the learning-rate "
+        "schedule follows the time spent; --steps, if given, caps the steps)"))
+    batch_size: int = field(default=512, metadata=_help("training points per step"))
+    lr: Optional[float] = field(default=None, metadata=_help("peak learning rate (default: per method)"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    warmup: int = field(default=100, metadata=_help("linear learning-rate warm-up steps before the cosine decay"))
+    hidden: int = field(default=256, metadata=_help("width of the hidden layers"))
+    depth: int = field(default=4, metadata=_help("number of hidden layers"))
+    activation: Optional[str] = field(default=None, metadata=_help(
+        "silu | relu | gelu | tanh | softplus | softplus100 (default: per method)"))
+    ema: float = field(default=0.999, metadata=_help("decay of the exponential moving average of the weights"))
+    coupling: Optional[str] = field(default=None, metadata=_help(
+        "RFM: noise-data coupling: independent | ot (minibatch optimal transport)"))
+    path: Optional[str] = field(default=None, metadata=_help(
+        "RFM conditional path: geodesic (exp/log maps; on meshes traced geodesics and heat-method log maps) | "
+        "biharmonic | diffusion (spectral premetrics on meshes; biharmonic is the mesh default)"))
+    n_eigs: Optional[int] = field(default=None, metadata=_help(
+        "RFM on meshes: Laplace-Beltrami eigenpairs of the spectral distance (default 100)"))
+    sim_steps: Optional[int] = field(default=None, metadata=_help(
+        "RFM on meshes: Euler steps per simulated premetric path, each state a target (default 50)"))
+    diffusion_time: Optional[float] = field(default=None, metadata=_help(
+        "RFM on meshes: time of the diffusion distance (default 2 / the tenth eigenvalue)"))
+    lam: Optional[float] = field(default=None, metadata=_help(
+        "Moser Flow: weight of the negative-mass penalty, > 0 (default: per method)"))
+    eps: Optional[float] = field(default=None, metadata=_help("Moser Flow: density floor in the log and the penalty"))
+    n_uniform: Optional[int] = field(default=None, metadata=_help(
+        "Moser Flow: uniform points per step for the penalty (default: batch size)"))
+    zero_init: Optional[bool] = field(default=None, metadata=_help(
+        "start from the zero field (default: per method; on for Moser Flow)"))
+    divergence: Optional[str] = field(default=None, metadata=_help(
+        "Moser Flow / PPD: divergence estimator in training: exact | hutchinson"))
+    n_probes: Optional[int] = field(default=None, metadata=_help("Moser Flow / PPD: Hutchinson probes per point"))
+    ppd_norm: Optional[int] = field(default=None, metadata=_help(
+        "PPD: 1 or 2, the norm of the residual (default: per method)"))
+    kappa1: Optional[float] = field(default=None, metadata=_help(
+        "PPD: kernel concentration at t=1 (default: chosen on the validation split)"))
+    uniform: Optional[float] = field(default=None, metadata=_help(
+        "PPD: weight of the base density in the target path, in [0, 1) (default: chosen on the validation split)"))
+    eval_every: int = field(default=500, metadata=_help("validate (and checkpoint) every N steps"))
+    solver: str = field(default="rk4", metadata=_help(
+        "ODE solver for likelihoods and samples: euler | midpoint | rk4 | dopri5 | ..."))
+    solver_steps: int = field(default=100, metadata=_help("fixed solver steps for likelihoods and samples"))
+    max_val_points: int = field(default=2000, metadata=_help("validation points used for the periodic validation NLL"))
+    seed: int = field(default=0, metadata=_help("seed of the network, the batches and (by default) the split"))
+    split_seed: Optional[int] = field(default=None, metadata=_help("seed of the 80/10/10 split (default: --seed)"))
+    dedupe: bool = field(default=False, metadata=_help("remove exact duplicate points before splitting"))
+    n_synthetic: int = field(default=10_000, metadata=_help("points drawn from a synthetic or mesh target"))
+    density: Optional[str] = field(default=None, metadata=_help(
+        "mesh data: target density eig:K (clamped K-th eigenfunction) | bumps:N[:SIGMA] (default eig:10)"))
+    samples: Optional[str] = field(default=None, metadata=_help(
+        "mesh/implicit data: a CSV of x,y,z points (the mesh file's coordinates) to train on instead of --density"))
+    mesh_scale: Optional[str] = field(default=None, metadata=_help(
+        "mesh data: none | area | radius | a number (default: 1/250 for the bunny, none for files)"))
+    device: str = field(default="cpu", metadata=_help("cpu | cuda | cuda:N | mps"))
+    dtype: str = field(default="float32", metadata=_help("float32 | float64"))
+    plot: bool = field(default=True, metadata=_help("write density.png at the end"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar"))
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every ``None`` that has a per-method default (:data:`METHOD_DEFAULTS`) filled in."""
+        if self.method not in METHOD_DEFAULTS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {sorted(METHOD_DEFAULTS)}")
+        fill = {k: v for k, v in METHOD_DEFAULTS[self.method].items() if getattr(self, k) is None}
+        if self.steps is None and self.minutes is None:
+            fill["steps"] = DEFAULT_STEPS
+        return dataclasses.replace(self, **fill)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field; call on a :meth:`resolved` config.
+
+        Checks every field: types, ranges, names (method, activation, solver, coupling, path,
+        divergence, dtype, device), options that belong to another method, and ``out`` naming
+        something other than a folder. Nothing is trained before this passes.
+        """
+        for problem in self.problems():
+            raise ValueError(problem)
+
+    def problems(self) -> List[str]:
+        """Every problem :meth:`validate` would raise for, in field order (empty when the config is valid)."""
+        from .nets import ACTIVATIONS
+        from .solvers import available_methods
+
+        out: List[str] = []
+        types = {f.name: f.type for f in dataclasses.fields(self)}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            kind = types[f.name].replace("Optional[", "").rstrip("]")
+            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                out.append(f"{_flag(f.name)} must be an integer, got {value!r}")
+            elif kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                out.append(f"{_flag(f.name)} must be a finite number, got {value!r}")
+            elif kind == "bool" and not isinstance(value, bool):
+                out.append(f"{_flag(f.name)} must be true or false, got {value!r}")
+            elif kind == "str" and not isinstance(value, str):
+                out.append(f"{_flag(f.name)} must be a string, got {value!r}")
+        if out:
+            return out
+        if self.method not in METHOD_DEFAULTS:
+            return [f"unknown method {self.method!r}; choose from {sorted(METHOD_DEFAULTS)}"]
+        for name, methods in METHOD_OPTIONS.items():
+            if getattr(self, name) is not None and self.method not in methods:
+                out.append(f"{_flag(name)} applies to --method {' / '.join(methods)} only, not {self.method}")
+        for name in ("lr", "activation", "zero_init"):
+            if getattr(self, name) is None:
+                out.append(f"{name} is unset; call TrainConfig.resolved() for the method's default")
+        positive_ints = ("steps", "batch_size", "hidden", "depth", "eval_every", "solver_steps", "max_val_points",
+                         "n_synthetic", "n_eigs", "sim_steps", "n_uniform", "n_probes")
+        out += [f"{_flag(n)} must be >= 1, got {getattr(self, n)}" for n in positive_ints
+                if getattr(self, n) is not None and getattr(self, n) < 1]
+        out += [f"{_flag(n)} must be >= 0, got {getattr(self, n)}" for n in ("warmup", "seed", "split_seed")
+                if getattr(self, n) is not None and getattr(self, n) < 0]
+        positive = ("lr", "lam", "eps", "kappa1", "diffusion_time", "minutes")
+        out += [f"{_flag(n)} must be > 0, got {getattr(self, n)}" for n in positive
+                if getattr(self, n) is not None and not getattr(self, n) > 0]
+        if self.weight_decay < 0:
+            out.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.ema < 1:
+            out.append(f"--ema must be in [0, 1), got {self.ema}")
+        if self.uniform is not None and not 0 <= self.uniform < 1:
+            out.append(f"--uniform must be in [0, 1) (the base density's weight in PPD's target path), got {self.uniform}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            out.append(f"unknown --activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}")
+        if self.solver not in available_methods():
+            out.append(f"unknown --solver {self.solver!r}; choose from {available_methods()}")
+        choices = {"coupling": ("independent", "ot"), "path": PATHS, "divergence": ("exact", "hutchinson"),
+                   "ppd_norm": (1, 2), "dtype": tuple(DTYPES)}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                out.append(f"{_flag(name)} must be one of {list(allowed)}, got {value!r}")
+        if self.data.strip() == "":
+            out.append("--data is empty")
+        mesh_data = self.data.startswith(("mesh:", "implicit:"))
+        for name in ("density", "samples", "mesh_scale"):
+            if getattr(self, name) is not None and not mesh_data:
+                out.append(f"{_flag(name)} applies to mesh: and implicit: data only, not {self.data!r}")
+        if self.density is not None and self.samples is not None:
+            out.append("--density and --samples exclude each other (a target to sample, or your own points)")
+        problem = device_problem(self.device)
+        if problem:
+            out.append(problem)
+        target = Path(self.out)
+        if target.exists() and not target.is_dir():
+            out.append(f"--out {self.out} exists and is not a folder")
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        """A config from a stored dict (unknown keys are an error, so a foreign file is not half-read)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}")
+        return cls(**d)
+
+    def changes(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
+        """``{field: (self's value, other's value)}`` for every field that differs."""
+        return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def device_problem(device: str) -> Optional[str]:
+    """Why ``device`` cannot run here (an unknown name, no CUDA, an index past the GPUs), or None."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        return f"--device {device!r} is not a device name ({e})"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"--device {device}: CUDA is not available here (torch {torch.__version__}, no usable GPU)"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            return f"--device {device}: MPS is not available here"
+    elif dev.type != "cpu":
+        return f"--device {device}: only cpu, cuda and mps devices are supported"
+    return None
