@@ -47,6 +47,11 @@ def lr_factor(step: int, progress: float, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
+def copy_state(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """A detached copy of a module's state dict (the live one changes as training goes on)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -160,6 +165,7 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
     opt = torch.optim.AdamW(objective.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1009 + rank)
     step, best_val, history, train_seconds = 0, math.inf, [], 0.0
+    best: Optional[Dict[str, Any]] = None  # the best.pt content; last.pt carries it too, so a kill cannot split them
     resumes: List[Dict[str, Any]] = []
 
     if resume and last_path.exists():
@@ -183,6 +189,9 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
         opt.load_state_dict(ck["optimizer"])
         gen.set_state(ck["generator"].cpu())
         step, best_val, history, train_seconds = ck["step"], ck["best_val"], ck["history"], ck["train_seconds"]
+        best = ck["best"]
+        if best is not None:  # a kill after last.pt but before best.pt was written leaves best.pt behind: renew it
+            save_checkpoint(best, best_path)
         resumes = ck.get("resumes", [])
         event: Dict[str, Any] = {"step": step, "changed": {k: list(v) for k, v in changed.items()}}
         if drift:
@@ -200,7 +209,7 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
     def state(at: int) -> Dict[str, Any]:
         return {"config": asdict(cfg), "step": at, "net": model.state_dict(), "ema": ema.model.state_dict(),
                 "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                "best_val": best_val, "history": history, "train_seconds": train_seconds, "resumes": resumes,
+                "best_val": best_val, "best": best, "history": history, "train_seconds": train_seconds, "resumes": resumes,
                 "data_fingerprint": fingerprint}
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress or rank != 0,
@@ -232,6 +241,7 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
             last_step = budget.done(step, elapsed, reserve=val_seconds)
             if step % cfg.eval_every == 0 or last_step or sigint.raised:
                 if rank == 0:
+                    improved = False
                     mean_loss = float(loss_sum / max(loss_count, 1))
                     loss_sum.zero_()
                     loss_count = 0
@@ -241,15 +251,18 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
                         val_seconds = time.perf_counter() - v0
                         history.append({"step": step, "val_nll": val, "loss": mean_loss,
                                         "seconds": round(train_seconds + time.perf_counter() - tick, 2)})
-                        if val < best_val:
+                        improved = val < best_val
+                        if improved:
                             best_val = val
-                            save_checkpoint({"config": asdict(cfg), "step": step, "ema": ema.model.state_dict(),
-                                             "val_nll": val, "data_fingerprint": fingerprint}, best_path)
+                            best = {"config": asdict(cfg), "step": step, "ema": copy_state(ema.model), "val_nll": val,
+                                    "data_fingerprint": fingerprint}
                         bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{val:.3f}", best_val=f"{best_val:.3f}")
                     now = time.perf_counter()
                     train_seconds += now - tick
                     tick = now
                     save_checkpoint(state(step), last_path)
+                    if improved:  # written after last.pt, so best.pt is never ahead of the run it belongs to
+                        save_checkpoint(best, best_path)
                 if sigint.raised:
                     bar.close()
                     raise Interrupted(f"interrupted at step {step}; {last_path} holds it: add --resume to continue")
@@ -260,10 +273,8 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
         dist.barrier()
     if rank != 0:
         return {}
-    if not best_path.exists():
+    if best is None:
         raise RuntimeError(f"no validation ran, so there is no {best_path}: give --steps >= 1")
-
-    best = load_checkpoint(best_path, map_location=device, require=("ema", "val_nll", "step"))
     ema.model.load_state_dict(best["ema"])
     metrics = evaluate_split(objective, ema.model, cfg, data, test_x, manifold)
     metrics.update(
