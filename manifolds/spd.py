@@ -129,11 +129,25 @@ class SPD(Manifold):
         return norm(self._flat(uw), keepdim=keepdim)
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``P + A expm1(A^-1 U A^-T) A^T`` (``= P^1/2 expm(P^-1/2 U P^-1/2) P^1/2``); ``[..., n*n]``."""
+        """``P^1/2 expm(P^-1/2 U P^-1/2) P^1/2 = A expm(W) A^T`` with ``W = A^-1 U A^-T``; ``[..., n*n]``.
+
+        Steps with ``|W|_F <= 1/2`` use ``P + A expm1(W) A^T`` (exactly ``P`` at ``U = 0``; the
+        eigenvalues of ``I + expm1(W)`` are at least ``e^-1/2``, so the sum does not cancel);
+        longer ones use the Gram form ``(A S)(A S)^T`` with ``S = expm(W/2)``, positive
+        semi-definite by construction, where the sum would cancel for strongly contracting steps.
+        A step longer than ``log(max)/4`` of the dtype (22 in float32, 177 in float64), whose
+        exact result can leave the dtype's range, is shortened to that length along its direction.
+        """
         p = sym(self._mat(x))
         a = self._chol(x)
-        e = matrix_function(self._whiten(a, sym(self._mat(u))), "expm1")
-        return self._flat(p + self._colour(a, e))
+        w = self._whiten(a, sym(self._mat(u)))
+        length = norm(self._flat(w), keepdim=True).unsqueeze(-1)
+        cap = 0.25 * math.log(torch.finfo(w.dtype).max)
+        w = w * torch.where(length > cap, cap / length.clamp_min(cap), torch.ones_like(length))
+        small = length <= 0.5
+        f = matrix_function(torch.where(small, w, 0.5 * w), "expm1")
+        c = a + a @ f
+        return self._flat(torch.where(small, p + self._colour(a, f), sym(c @ c.transpose(-1, -2))))
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``A log1p(A^-1 (Q - P) A^-T) A^T`` (``= P^1/2 logm(P^-1/2 Q P^-1/2) P^1/2``); ``[..., n*n]``."""
