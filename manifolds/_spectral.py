@@ -109,7 +109,7 @@ def matrix_function(w: torch.Tensor, kind: str, floor: Optional[torch.Tensor] = 
             gradient is not tracked.
 
     Returns:
-        Symmetric matrices ``[..., n, n]``, exactly zero for ``W = 0`` with the first three kinds.
+        Exactly symmetric matrices ``[..., n, n]``, exactly zero for ``W = 0`` with the first three kinds.
     """
     if kind not in _KINDS:
         raise ValueError(f"unknown matrix function {kind!r}; choose from {sorted(_KINDS)}")
@@ -117,4 +117,4 @@ def matrix_function(w: torch.Tensor, kind: str, floor: Optional[torch.Tensor] = 
         if floor is None:
             raise ValueError("matrix_function(kind='clamp') needs a floor")
         floor = floor.detach()
-    return _SpectralFunction.apply(sym(w), kind, floor)
+    return sym(_SpectralFunction.apply(sym(w), kind, floor))  # V diag(f) V^T is symmetric only to rounding
