@@ -6,12 +6,15 @@ points can be ``geoopt.ManifoldParameter`` s optimised with ``geoopt.optim.Riema
 
 from .base import AmbientMetric, Manifold
 from .euclidean import Euclidean
+from .hyperbolic import Hyperboloid, PoincareBall
 from .implicit import ImplicitSurface
 from .mesh import Mesh
 from .product import ProductManifold
+from .so3 import SO3
+from .spd import SPD
 from .spectral import SpectralDistance
 from .sphere import Sphere
 from .torus import FlatTorus
 
 __all__ = ["Manifold", "AmbientMetric", "Sphere", "FlatTorus", "Euclidean", "ProductManifold", "Mesh",
-           "SpectralDistance", "ImplicitSurface"]
+           "SpectralDistance", "ImplicitSurface", "SO3", "SPD", "PoincareBall", "Hyperboloid"]

@@ -10,10 +10,19 @@ Each entry of :data:`PROPERTIES` is a function ``prop(manifold, dtype, seed)`` t
 the whole table over every built-in manifold, several dimensions, both float dtypes and
 several seeds.
 
-Two properties assume more than the ``Manifold`` interface and say so when they are skipped:
-``base_is_stationary`` needs the metric to be that of the coordinates
-(``manifold.ambient_metric``), and ``base_logprob_integrates_to_one`` needs ``projx`` to be the
-closest-point map of a bounded (or Gaussian-based) embedding.
+Two properties work differently for metrics that are not that of the coordinates
+(``manifold.ambient_metric`` false: SO(3), SPD, hyperbolic models):
+
+* ``base_is_stationary`` checks Stein's identity w.r.t. the Riemannian volume, which it obtains
+  from ``proju`` and ``inner`` alone (the volume factor ``sqrt(det g)`` on the tangent space
+  relative to the Euclidean surface measure).
+* ``base_logprob_integrates_to_one`` integrates ``exp(base_logprob)`` in the exponential chart at
+  a central base sample, with the chart's volume factor taken from finite differences of
+  ``expmap`` (independent of any closed-form density). For a compact manifold this needs the ball
+  of radius ``injectivity_radius`` to cover it (every base sample within that distance of the
+  centre; true for SO(3) and spheres); where it does not the property is skipped. For ambient
+  metrics it integrates over a box around the manifold, which needs ``projx`` to be the
+  closest-point map of a bounded (or Gaussian-based) embedding.
 """
 
 from __future__ import annotations
@@ -236,6 +245,48 @@ def gradcheck_exp_log(m: Manifold, dtype: torch.dtype, seed: int) -> None:
         )
 
 
+def _orthogonal_projector(m: Manifold, x: torch.Tensor) -> torch.Tensor:
+    """Euclidean-orthogonal projector ``[..., D, D]`` onto the tangent spaces at ``x`` ``[..., D]``.
+
+    ``proju`` may be an oblique projection (the hyperboloid's is); for any idempotent ``A`` with
+    range ``T``, ``A (A + A^T - I)^-1`` is the orthogonal projector onto ``T``.
+    """
+    eye = torch.eye(m.ambient_dim, dtype=x.dtype)
+    a = m.proju(x.unsqueeze(-2), eye.expand(*x.shape[:-1], -1, -1)).transpose(-1, -2)  # columns: proju(e_k)
+    return a @ torch.linalg.inv(a + a.transpose(-1, -2) - eye)
+
+
+def _log_volume_factor(m: Manifold, x: torch.Tensor) -> torch.Tensor:
+    """``log sqrt(det g)`` of the metric on the tangent space relative to the Euclidean one; ``[...]``.
+
+    With ``P`` the orthogonal projector and ``G_ij = inner(x, P e_i, P e_j)`` (zero on the normal
+    space), ``det(G + I - P)`` is the determinant of ``g`` in a Euclidean-orthonormal tangent basis.
+    """
+    p = _orthogonal_projector(m, x)
+    g = m.inner(x[..., None, None, :], p[..., :, None, :], p[..., None, :, :])
+    eye = torch.eye(m.ambient_dim, dtype=x.dtype)
+    return 0.5 * torch.logdet(g + eye - p)
+
+
+def _surface_divergence(m: Manifold, field: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Divergence ``sum_i <t_i, DV t_i>`` of a tangent field w.r.t. the Euclidean surface measure; ``[...]``.
+
+    ``t_i`` is a Euclidean-orthonormal basis of the tangent space (eigenvectors of the orthogonal
+    projector), and each ``t_i^T DV`` one backward pass with ``t_i`` as the incoming gradient:
+    ``dim`` passes, not ``ambient_dim``.
+    """
+    _, evecs = torch.linalg.eigh(_orthogonal_projector(m, x.detach()))
+    basis = evecs[..., m.ambient_dim - m.dim:].transpose(-1, -2)  # [..., d, D]
+    x = x.detach().requires_grad_(True)
+    v = field(x)
+    div = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    for i in range(m.dim):
+        t = basis[..., i, :]
+        (row,) = torch.autograd.grad(v, x, grad_outputs=t, retain_graph=True)  # t_i^T DV
+        div = div + (row * t).sum(-1)
+    return div
+
+
 def _divergence(m: Manifold, field: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Riemannian divergence tr(P DV) of a tangent field for a metric equal to the coordinates' one."""
     x = x.detach().requires_grad_(True)
@@ -256,8 +307,15 @@ def base_is_stationary(m: Manifold, dtype: torch.dtype, seed: int) -> None:
     For a compact manifold with a uniform base this says E[div V] = 0, which fails for samples
     that are not uniform. The fields are ``proju(x, A sin(B x + c))`` with integer ``B`` (periodic
     on the torus).
+
+    For other metrics the Riemannian divergence is ``div_e V + V(log rho)`` with ``div_e`` the
+    divergence w.r.t. the Euclidean surface measure (:func:`_surface_divergence`) and
+    ``rho = sqrt(det g)`` its density (:func:`_log_volume_factor`), so the summand gains
+    ``<grad_e log rho, V>``. The check always samples in float64, so that branch runs once per
+    seed (the float32 call would repeat it exactly).
     """
-    if not getattr(m, "ambient_metric", False):
+    ambient = getattr(m, "ambient_metric", False)
+    if not ambient and dtype != torch.float64:
         return
     g = _gen(seed + 17)
     n = 40_000
@@ -266,6 +324,12 @@ def base_is_stationary(m: Manifold, dtype: torch.dtype, seed: int) -> None:
     logp = m.base_logprob(xg)
     egrad = torch.autograd.grad(logp.sum(), xg)[0] if logp.requires_grad else torch.zeros_like(x)  # uniform base
     score = m.egrad2rgrad(x, egrad)
+    volume_term = torch.zeros_like(x)
+    if not ambient:
+        xg = x.detach().requires_grad_(True)
+        log_rho = _log_volume_factor(m, xg)
+        if log_rho.requires_grad:  # constant for a constant multiple of the coordinates' metric
+            volume_term = torch.autograd.grad(log_rho.sum(), xg)[0]
     for trial in range(3):
         a = torch.randn(m.ambient_dim, 4, dtype=torch.float64, generator=g)
         b = torch.randint(-2, 3, (4, m.ambient_dim), generator=g).to(torch.float64)
@@ -274,7 +338,9 @@ def base_is_stationary(m: Manifold, dtype: torch.dtype, seed: int) -> None:
         def field(z, a=a, b=b, c=c):
             return m.proju(z, torch.sin(z @ b.T + c) @ a.T)
 
-        terms = _divergence(m, field, x) + m.inner(x, score, field(x).detach())
+        v = field(x).detach()
+        div = _divergence(m, field, x) if ambient else _surface_divergence(m, field, x)
+        terms = div + m.inner(x, score, v) + (volume_term * v).sum(-1)
         mean, se = terms.mean().item(), terms.std().item() / math.sqrt(n)
         assert abs(mean) <= 5 * se + 1e-9, f"Stein identity fails for field {trial}: mean {mean:.3g} (std. error {se:.2g})"
 
@@ -285,9 +351,14 @@ def base_logprob_integrates_to_one(m: Manifold, dtype: torch.dtype, seed: int) -
 
     Points z of the box whose distance ``|z - projx(z)|`` is below eps form a tube of volume
     ``Vol(M) * vol(B_eps^codim)`` to leading order, which turns the box average into an integral
-    over M that does not use ``random_base``'s own sampler for the integrand's support.
+    over M that does not use ``random_base``'s own sampler for the integrand's support. Metrics
+    other than the coordinates' one are integrated in the exponential chart instead
+    (:func:`_integrate_in_exponential_chart`).
     """
-    if dtype != torch.float64 or not getattr(m, "ambient_metric", False):
+    if dtype != torch.float64:
+        return
+    if not getattr(m, "ambient_metric", False):
+        _integrate_in_exponential_chart(m, seed)
         return
     g = _gen(seed + 23)
     ref = m.random_base(100_000, dtype=torch.float64, generator=g)
@@ -310,6 +381,56 @@ def base_logprob_integrates_to_one(m: Manifold, dtype: torch.dtype, seed: int) -
     rel_se = 1.0 / math.sqrt(max(count, 1))
     assert count > 1000, f"only {count} box points landed within {eps} of the manifold"
     assert abs(integral - 1.0) <= 0.02 + 5 * rel_se, f"integral of exp(base_logprob) is {integral:.4f}, expected 1"
+
+
+def _tangent_basis(m: Manifold, o: torch.Tensor) -> torch.Tensor:
+    """``dim`` tangent vectors ``[d, D]`` at the point ``o`` ``[D]``, orthonormal for the metric at ``o``."""
+    b = m.proju(o.expand(m.ambient_dim, -1), torch.randn(m.ambient_dim, m.ambient_dim, dtype=o.dtype, generator=_gen(5)))
+    gram = m.inner(o, b[:, None, :], b[None, :, :])
+    evals, evecs = torch.linalg.eigh(gram)
+    top = slice(m.ambient_dim - m.dim, m.ambient_dim)
+    return (evecs[:, top] / evals[top].sqrt()).T @ b
+
+
+def _integrate_in_exponential_chart(m: Manifold, seed: int) -> None:
+    """Importance sampling of ``int exp(base_logprob) dvol`` in normal coordinates at a central base sample.
+
+    ``y = expmap(o, sum_i a_i e_i)`` with ``e_i`` orthonormal at ``o``; the volume factor
+    ``sqrt(det inner(y, dy/da_i, dy/da_j))`` comes from central differences of ``expmap``. The
+    proposal for ``a`` is uniform on the ball of radius ``injectivity_radius`` (compact ``M``,
+    whose every point must lie within that distance of ``o``) or a normal 1.5 times wider than
+    the base's spread around ``o``.
+    """
+    g = _gen(seed + 23)
+    f64 = torch.float64
+    ref = m.random_base(2048, dtype=f64, generator=g)
+    cand = ref[:64]
+    spread2 = (m.dist(cand[:, None, :], ref[None, :, :]) ** 2).mean(-1)
+    o = cand[spread2.argmin()]
+    n, d = 60_000, m.dim
+    if math.isfinite(m.injectivity_radius):
+        rad = m.injectivity_radius
+        if m.dist(o, ref).max().item() > rad * (1 + 1e-9):
+            return  # the exponential chart at o does not cover M
+        a = torch.randn(n, d, dtype=f64, generator=g)
+        a = a / a.norm(dim=-1, keepdim=True) * rad * torch.rand(n, 1, dtype=f64, generator=g) ** (1.0 / d)
+        logq = torch.full((n,), math.lgamma(d / 2 + 1) - (d / 2) * math.log(math.pi) - d * math.log(rad), dtype=f64)
+    else:
+        s = 1.5 * math.sqrt(spread2.min().item() / d)
+        a = s * torch.randn(n, d, dtype=f64, generator=g)
+        logq = -0.5 * (a * a).sum(-1) / s**2 - 0.5 * d * math.log(2 * math.pi * s**2)
+    basis = _tangent_basis(m, o)
+    u = a @ basis
+    y = m.expmap(o, u)
+    h = 1e-5
+    cols = torch.stack([(m.expmap(o, u + h * e) - m.expmap(o, u - h * e)) / (2 * h) for e in basis], dim=-2)
+    gram = m.inner(y[:, None, None, :], cols[:, :, None, :], cols[:, None, :, :])
+    w = torch.exp(m.base_logprob(y) + 0.5 * torch.logdet(gram) - logq)
+    assert torch.isfinite(w).all(), "non-finite importance weights in the exponential chart"
+    integral, se = w.mean().item(), w.std().item() / math.sqrt(n)
+    assert abs(integral - 1.0) <= 0.02 + 5 * se, (
+        f"integral of exp(base_logprob) in the exponential chart is {integral:.4f} (std. error {se:.2g}), expected 1"
+    )
 
 
 @_property

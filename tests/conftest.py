@@ -16,6 +16,13 @@ MANIFOLDS = {
     "euclidean3": lambda: mf.Euclidean(3),
     "sphere2_x_torus2": lambda: mf.ProductManifold(mf.Sphere(2), mf.FlatTorus(2)),
     "euclidean1_x_sphere1": lambda: mf.ProductManifold(mf.Euclidean(1), mf.Sphere(1)),
+    "so3": lambda: mf.SO3(),
+    "spd2": lambda: mf.SPD(2),
+    "spd3": lambda: mf.SPD(3),
+    "poincare2": lambda: mf.PoincareBall(2),
+    "poincare3": lambda: mf.PoincareBall(3),
+    "hyperboloid2": lambda: mf.Hyperboloid(2),
+    "hyperboloid3_c0.5": lambda: mf.Hyperboloid(3, c=0.5),
 }
 
 
