@@ -7,7 +7,7 @@ import math
 import torch
 
 from ._numerics import dot, norm, safe_sqrt, sinc, tiny
-from ._spectral import sym
+from ._matrix_functions import sym
 from .base import Manifold, batch_shape
 
 

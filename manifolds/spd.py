@@ -7,7 +7,7 @@ import math
 import torch
 
 from ._numerics import log_sinhc, norm, tiny
-from ._spectral import _log1p_floor, matrix_function, sym
+from ._matrix_functions import _log1p_floor, matrix_function, sym
 from .base import Manifold, batch_shape
 
 
@@ -23,7 +23,7 @@ class SPD(Manifold):
     than ``Q`` and apply ``log1p``, ``expmap`` adds ``A expm1(W) A^T`` to ``P``. So ``logmap(P, P)``,
     ``dist(P, P)`` and ``expmap(P, 0) - P`` are exactly zero, and small distances keep their
     relative precision. Matrix functions use divided differences in their backward pass
-    (:mod:`manifolds._spectral`), so gradients are finite at repeated eigenvalues.
+    (:mod:`manifolds._matrix_functions`), so gradients are finite at repeated eigenvalues.
 
     Base distribution (log-normal): ``S`` symmetric with density ``N(0, sigma^2)`` in orthonormal
     coordinates of the metric at the identity (``S_ii ~ N(0, sigma^2)``,

@@ -8,7 +8,7 @@ import scipy.linalg as sl
 import torch
 
 from manifolds import SPD
-from manifolds._spectral import matrix_function
+from manifolds._matrix_functions import matrix_function
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 F64 = torch.float64
