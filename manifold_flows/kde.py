@@ -128,6 +128,21 @@ def kernel_sample(manifold: Manifold, centres: torch.Tensor, kappa: torch.Tensor
     return manifold.projx(torch.cat(parts, -1) if len(parts) > 1 else parts[0])
 
 
+LOG_FLOOR = 60.0
+"""Terms more than ``e^-60`` below the largest of a log-sum-exp are floored there (see :func:`_logsumexp_floored`)."""
+
+
+def _logsumexp_floored(a: torch.Tensor) -> torch.Tensor:
+    """``logsumexp(a, -1)`` with every term floored at ``max - LOG_FLOOR``.
+
+    Far kernels contribute ``exp(-hundreds)``: subnormal weights in the softmax of the gradient,
+    which make the products that follow 10-20x slower on x86 CPUs. Floored terms add at most
+    ``N e^-60`` relative to the sum and get an exactly zero gradient.
+    """
+    top = a.detach().amax(-1, keepdim=True)
+    return torch.logsumexp(torch.maximum(a, top - LOG_FLOOR), dim=-1)
+
+
 class KernelDensityPath(nn.Module):
     """The path ``p_t = w nu + (1 - w) KDE_{kappa(t)}`` from the base (t = 0) to a kernel density estimate (t = 1).
 
@@ -169,8 +184,8 @@ class KernelDensityPath(nn.Module):
         centres = self.centres.to(x.dtype)
         n = centres.shape[0]
         # logsumexp over the centres, in chunks to bound the [B, N] matrices
-        parts = [torch.logsumexp(kernel_log_matrix(self.manifold, x, c, kappa), dim=-1) for c in torch.split(centres, chunk)]
-        kde = torch.logsumexp(torch.stack(parts, -1), -1) - math.log(n) if len(parts) > 1 else parts[0] - math.log(n)
+        parts = [_logsumexp_floored(kernel_log_matrix(self.manifold, x, c, kappa)) for c in torch.split(centres, chunk)]
+        kde = _logsumexp_floored(torch.stack(parts, -1)) - math.log(n) if len(parts) > 1 else parts[0] - math.log(n)
         if self.uniform == 0.0:
             return kde
         return torch.logaddexp(kde + math.log1p(-self.uniform), self.manifold.base_logprob(x) + math.log(self.uniform))
