@@ -39,7 +39,8 @@ def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
     cfg = cfg.resolved()
     moser = cfg.method == "moser"
     net = VectorField(manifold, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
-                      time_dependent=not moser, zero_init=bool(cfg.zero_init))
+                      time_dependent=not moser, zero_init=bool(cfg.zero_init), fourier_features=cfg.fourier_features,
+                      fourier_scale=cfg.fourier_scale)
     if cfg.method == "rfm":
         return RFM(manifold, net, coupling=cfg.coupling, path=build_path(cfg, manifold))
     if moser:

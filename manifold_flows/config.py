@@ -17,6 +17,10 @@ PATHS = ("geodesic", "biharmonic", "diffusion")
 
 DEFAULT_STEPS = 2000
 """Training steps of a run that gives neither ``steps`` nor ``minutes``."""
+DEFAULT_EVAL_EVERY = 500
+"""Steps between validations of a step-budgeted run that does not set ``eval_every``."""
+TIMED_EVALS = 10
+"""Validations of a time-budgeted (``minutes``) run that does not set ``eval_every``, evenly spaced in time."""
 
 METHODS = ("rfm", "moser", "ppd")
 """Training objectives by name (see :data:`manifold_flows.objectives.OBJECTIVES`)."""
@@ -73,6 +77,10 @@ class TrainConfig:
     warmup: int = field(default=100, metadata=_help("linear learning-rate warm-up steps before the cosine decay"))
     hidden: int = field(default=256, metadata=_help("width of the hidden layers"))
     depth: int = field(default=4, metadata=_help("number of hidden layers"))
+    fourier_features: int = field(default=0, metadata=_help(
+        "random Fourier features of embedded coordinates (sphere, meshes) as extra network inputs; 0: none"))
+    fourier_scale: float = field(default=1.0, metadata=_help(
+        "frequency scale of the random Fourier features (1 / the length scale they resolve)"))
     activation: Optional[str] = field(default=None, metadata=_help(
         "silu | relu | gelu | tanh | softplus | softplus100 (default: per method)"))
     ema: float = field(default=0.999, metadata=_help("decay of the exponential moving average of the weights"))
@@ -103,7 +111,8 @@ class TrainConfig:
         "PPD: kernel concentration at t=1 (default: chosen on the validation split)"))
     uniform: Optional[float] = field(default=None, metadata=_help(
         "PPD: weight of the base density in the target path, in [0, 1) (default: chosen on the validation split)"))
-    eval_every: int = field(default=500, metadata=_help("validate (and checkpoint) every N steps"))
+    eval_every: Optional[int] = field(default=None, metadata=_help(
+        "validate (and checkpoint) every N steps (default 500; with --minutes, ten times spread over the time)"))
     solver: str = field(default="rk4", metadata=_help(
         "ODE solver for likelihoods and samples: euler | midpoint | rk4 | dopri5 | ..."))
     solver_steps: int = field(default=100, metadata=_help("fixed solver steps for likelihoods and samples"))
@@ -130,6 +139,8 @@ class TrainConfig:
         fill = {k: v for k, v in METHOD_DEFAULTS[self.method].items() if getattr(self, k) is None}
         if self.steps is None and self.minutes is None:
             fill["steps"] = DEFAULT_STEPS
+        if self.eval_every is None and self.minutes is None:
+            fill["eval_every"] = DEFAULT_EVAL_EVERY
         return dataclasses.replace(self, **fill)
 
     def validate(self) -> None:
@@ -182,6 +193,10 @@ class TrainConfig:
         positive = ("lr", "lam", "eps", "kappa1", "diffusion_time", "minutes")
         out += [f"{_flag(n)} must be > 0, got {getattr(self, n)}" for n in positive
                 if getattr(self, n) is not None and not getattr(self, n) > 0]
+        if self.fourier_features < 0:
+            out.append(f"--fourier-features must be >= 0, got {self.fourier_features}")
+        if not self.fourier_scale > 0:
+            out.append(f"--fourier-scale must be > 0, got {self.fourier_scale}")
         if self.weight_decay < 0:
             out.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.ema < 1:

@@ -43,9 +43,9 @@ class TailClamped(nn.Module):
 class Gated(nn.Module):
     """``z * gate(clamp(z, -TAIL, TAIL))`` for a sigmoid-like gate: SiLU (``sigmoid``) and GELU (normal CDF).
 
-    The native kernels let the gate's tails, and the terms of the second derivative built from
-    them, pass through the subnormal range on both sides (``z sigmoid(-z)`` for large positive
-    ``z``). With the gate's argument clamped the function stays linear with slope ``gate(+-TAIL)``
+    For GELU the native kernel's second derivative holds the Gaussian density ``exp(-z^2 / 2)``,
+    which passes through the subnormal range in both tails, so clamping the input below is not
+    enough (SiLU's native kernels need only the lower clamp of :class:`TailClamped`). With the gate's argument clamped the function stays linear with slope ``gate(+-TAIL)``
     outside ``[-TAIL, TAIL]``, the second derivative is exactly zero there, and every value is
     normal or zero.
 
@@ -74,7 +74,7 @@ TAIL = 20.0
 """Where the activations' tails are cut, in units of their decay length: ``e^-20 = 2e-9``."""
 
 ACTIVATIONS = {
-    "silu": lambda: Gated("sigmoid", TAIL),
+    "silu": lambda: TailClamped(nn.SiLU(), lower=-TAIL),
     "relu": nn.ReLU,
     "gelu": lambda: Gated("normal_cdf", TAIL / 2.5),  # the Gaussian tail decays like exp(-z^2 / 2): Phi(-8) = 6e-16
     "tanh": lambda: TailClamped(nn.Tanh(), lower=-TAIL / 2, upper=TAIL / 2),  # 1 - tanh^2 ~ 4 exp(-2 |z|)
@@ -86,29 +86,46 @@ ACTIVATIONS = {
 
 
 class InputFeatures(nn.Module):
-    """Coordinates a network can use: raw coordinates, and Fourier features of torus angles.
+    """Coordinates a network can use: raw coordinates, random Fourier features, and harmonics of torus angles.
 
     Angles enter as ``sin(k x), cos(k x)`` for ``k = 1..n_fourier``, which keeps the network
-    periodic (a raw angle would make the field jump across 0 = 2 pi).
+    periodic (a raw angle would make the field jump across 0 = 2 pi). Embedded coordinates (the
+    sphere's ``x in R^3``, ...) enter raw and, with ``fourier_features = F > 0``, also as
+    ``sin(B x), cos(B x)`` with a fixed Gaussian matrix ``B [F, D]`` of scale ``fourier_scale``:
+    random Fourier features, which let an MLP fit structure at the length scale ``1 / fourier_scale``
+    (faults, coastlines, volcanic arcs) in far fewer steps than raw coordinates. ``B`` is drawn from
+    a fixed seed and saved with the weights.
     """
 
-    def __init__(self, manifold: Manifold, n_fourier: int = 2):
+    def __init__(self, manifold: Manifold, n_fourier: int = 2, fourier_features: int = 0, fourier_scale: float = 1.0):
         super().__init__()
         factors = list(manifold.factors) if isinstance(manifold, ProductManifold) else [manifold]
         self.sizes = [m.ambient_dim for m in factors]
         self.periodic = [isinstance(m, FlatTorus) for m in factors]
         self.register_buffer("freqs", torch.arange(1, n_fourier + 1, dtype=torch.float32), persistent=False)
+        embedded = sum(s for s, p in zip(self.sizes, self.periodic) if not p)
+        if fourier_features < 0 or not fourier_scale > 0:
+            raise ValueError(f"need fourier_features >= 0 and fourier_scale > 0, got {fourier_features}, {fourier_scale}")
+        self.fourier_features = fourier_features if embedded else 0
+        gen = torch.Generator().manual_seed(0)
+        b = torch.randn(self.fourier_features, embedded, generator=gen, dtype=torch.float64) * fourier_scale
+        self.register_buffer("projection", b.to(torch.float32))
         self.out_dim = sum(2 * n_fourier * s if p else s for s, p in zip(self.sizes, self.periodic))
+        self.out_dim += 2 * self.fourier_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., ambient_dim] -> [..., out_dim]``."""
-        parts = []
+        parts, embedded = [], []
         for chunk, periodic in zip(torch.split(x, self.sizes, dim=-1), self.periodic):
             if periodic:
                 kx = (chunk.unsqueeze(-1) * self.freqs.to(chunk.dtype)).flatten(-2)
                 parts += [torch.sin(kx), torch.cos(kx)]
             else:
                 parts.append(chunk)
+                embedded.append(chunk)
+        if self.fourier_features:
+            bx = torch.cat(embedded, -1) @ self.projection.to(x.dtype).T
+            parts += [torch.sin(bx), torch.cos(bx)]
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
@@ -138,6 +155,8 @@ class VectorField(nn.Module):
         depth: number of hidden layers.
         activation: one of :data:`ACTIVATIONS`.
         n_fourier: Fourier frequencies per torus angle.
+        fourier_features: random Fourier features of the embedded coordinates (0: none).
+        fourier_scale: their frequency scale (inverse length).
         time_dependent: if False the field ignores ``t`` (Moser Flow).
         zero_init: start from the zero field (last layer zeroed); a Moser Flow model then starts at
             the base density exactly.
@@ -152,6 +171,8 @@ class VectorField(nn.Module):
         n_fourier: int = 2,
         time_dependent: bool = True,
         zero_init: bool = False,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -159,7 +180,7 @@ class VectorField(nn.Module):
         if hidden < 1 or depth < 1:
             raise ValueError(f"hidden and depth must be >= 1, got hidden={hidden}, depth={depth}")
         self.manifold = manifold
-        self.inputs = InputFeatures(manifold, n_fourier)
+        self.inputs = InputFeatures(manifold, n_fourier, fourier_features, fourier_scale)
         self.time = TimeFeatures() if time_dependent else None
         width_in = self.inputs.out_dim + (self.time.out_dim if self.time is not None else 0)
         layers = []

@@ -25,7 +25,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import DTYPES, RESUMABLE, TrainConfig
+from .config import DTYPES, RESUMABLE, TIMED_EVALS, TrainConfig
 from .evaluation import evaluate_split, nll
 from .nets import EMA
 
@@ -214,10 +214,14 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress or rank != 0,
                desc=f"{cfg.method} {cfg.data}", dynamic_ncols=True)
-    show_loss_every = 25 if device.type == "cpu" else 0  # reading the loss elsewhere would stall the device
+    # the bar shows the loss every 25 steps on CPU; on a GPU reading it would stall the device, so only at validations
+    show_loss_every = 25 if device.type == "cpu" and cfg.progress and rank == 0 else 0
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     loss_count = 0
     val_seconds = 0.0
+    # validations every eval_every steps, or (time budget, no eval_every) every tenth of the time
+    eval_period = None if cfg.eval_every else budget.seconds / TIMED_EVALS
+    next_eval = (math.floor(train_seconds / eval_period) + 1) * eval_period if eval_period else math.inf
     tick = time.perf_counter()
     with _SigintFlag() as sigint:
         while not budget.done(step, train_seconds + time.perf_counter() - tick, reserve=val_seconds):
@@ -236,10 +240,13 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
             step += 1
             bar.update(1)
             if show_loss_every and step % show_loss_every == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}", best_val=f"{best_val:.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", best_val=f"{best_val:.3f}")
             elapsed = train_seconds + time.perf_counter() - tick
             last_step = budget.done(step, elapsed, reserve=val_seconds)
-            if step % cfg.eval_every == 0 or last_step or sigint.raised:
+            due = step % cfg.eval_every == 0 if cfg.eval_every else elapsed >= next_eval
+            if due or last_step or sigint.raised:
+                if eval_period:
+                    next_eval = (math.floor(elapsed / eval_period) + 1) * eval_period
                 if rank == 0:
                     improved = False
                     mean_loss = float(loss_sum / max(loss_count, 1))
