@@ -42,8 +42,8 @@ METHOD_OPTIONS: Dict[str, Tuple[str, ...]] = {
 }
 """Options that only some methods use; setting one for another method is an error, not silently ignored."""
 
-RESUMABLE = ("steps", "minutes", "lr", "weight_decay", "warmup", "ema", "batch_size", "eval_every", "device", "plot", "progress",
-             "out")
+RESUMABLE = ("steps", "minutes", "lr", "weight_decay", "warmup", "ema", "batch_size", "eval_every", "solver_steps", "device",
+             "plot", "progress", "out")
 """Fields a resumed run may change; the change takes effect from the resumed step (the learning-rate
 schedule is recomputed for the new ``steps``, ``lr``, ``warmup``). Every other field defines the model,
 the data, the split, the objective or the validation score that picks the best checkpoint, and must match."""
@@ -116,6 +116,9 @@ class TrainConfig:
     solver: str = field(default="rk4", metadata=_help(
         "ODE solver for likelihoods and samples: euler | midpoint | rk4 | dopri5 | ..."))
     solver_steps: int = field(default=100, metadata=_help("fixed solver steps for likelihoods and samples"))
+    val_solver_steps: int = field(default=25, metadata=_help(
+        "fixed solver steps of the periodic validation NLL that picks the best checkpoint (the test NLL uses "
+        "--solver-steps)"))
     max_val_points: int = field(default=2000, metadata=_help("validation points used for the periodic validation NLL"))
     seed: int = field(default=0, metadata=_help("seed of the network, the batches and (by default) the split"))
     split_seed: Optional[int] = field(default=None, metadata=_help("seed of the 80/10/10 split (default: --seed)"))
@@ -184,7 +187,8 @@ class TrainConfig:
         for name in ("lr", "activation", "zero_init"):
             if getattr(self, name) is None:
                 out.append(f"{name} is unset; call TrainConfig.resolved() for the method's default")
-        positive_ints = ("steps", "batch_size", "hidden", "depth", "eval_every", "solver_steps", "max_val_points",
+        positive_ints = ("steps", "batch_size", "hidden", "depth", "eval_every", "solver_steps", "val_solver_steps",
+                         "max_val_points",
                          "n_synthetic", "n_eigs", "sim_steps", "n_uniform", "n_probes")
         out += [f"{_flag(n)} must be >= 1, got {getattr(self, n)}" for n in positive_ints
                 if getattr(self, n) is not None and getattr(self, n) < 1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -12,13 +12,13 @@ from .config import TrainConfig
 from .objectives import FlowObjective
 
 
-def nll(objective: FlowObjective, x: torch.Tensor, net, cfg: TrainConfig) -> float:
-    """Mean negative log-likelihood of ``x [N, D]`` in nats (``cfg.solver`` with ``cfg.solver_steps``).
+def nll(objective: FlowObjective, x: torch.Tensor, net, cfg: TrainConfig, steps: Optional[int] = None) -> float:
+    """Mean negative log-likelihood of ``x [N, D]`` in nats (``cfg.solver`` with ``steps``, default ``cfg.solver_steps``).
 
     Raises:
         FloatingPointError: if any log-likelihood is not finite (never reported as a number).
     """
-    lp = objective.log_prob(x, net=net, steps=cfg.solver_steps, method=cfg.solver)
+    lp = objective.log_prob(x, net=net, steps=steps or cfg.solver_steps, method=cfg.solver)
     if not torch.isfinite(lp).all():
         raise FloatingPointError(f"non-finite log-likelihood on {int((~torch.isfinite(lp)).sum())} of {lp.numel()} points")
     return float(-lp.mean())

@@ -254,10 +254,11 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
                     loss_count = 0
                     if not sigint.raised:
                         v0 = time.perf_counter()
-                        val = nll(objective, val_eval, ema.model, cfg)
+                        val = nll(objective, val_eval, ema.model, cfg, steps=cfg.val_solver_steps)
                         val_seconds = time.perf_counter() - v0
                         history.append({"step": step, "val_nll": val, "loss": mean_loss,
-                                        "seconds": round(train_seconds + time.perf_counter() - tick, 2)})
+                                        "seconds": round(train_seconds + time.perf_counter() - tick, 2),
+                                        "val_seconds": round(val_seconds, 2)})
                         improved = val < best_val
                         if improved:
                             best_val = val
@@ -285,7 +286,8 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
     ema.model.load_state_dict(best["ema"])
     metrics = evaluate_split(objective, ema.model, cfg, data, test_x, manifold)
     metrics.update(
-        val_nll=best["val_nll"], best_step=best["step"], steps=step, train_seconds=round(train_seconds, 2),
+        val_nll=best["val_nll"], val_likelihood=objective.likelihood_method(steps=cfg.val_solver_steps, method=cfg.solver),
+        best_step=best["step"], steps=step, train_seconds=round(train_seconds, 2),
         steps_per_second=round(step / max(train_seconds, 1e-9), 3),
         world_size=world, history=history, resumes=resumes, config=asdict(cfg), objective=objective_info,
         data=fingerprint, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -179,7 +179,7 @@ def test_resume_changes_take_effect_or_are_refused(capsys, events, tmp_path):
         (out / name).write_bytes((src / name).read_bytes())
     base = ["train", "--data", csv, "--eval-every", "3", "--out", out, "--resume", *TINY]
     for args, field in ((["--steps", "9", "--hidden", "32"], "hidden"), (["--steps", "9", "--max-val-points", "10"],
-                        "max_val_points"), (["--steps", "9", "--solver-steps", "8"], "solver_steps")):
+                        "max_val_points"), (["--steps", "9", "--val-solver-steps", "8"], "val_solver_steps")):
         code, _, err = run(capsys, *base, *args)
         assert code == 2 and f"trained with {field}=" in one_error_line(err)
     code, _, err = run(capsys, *base, "--steps", "3")

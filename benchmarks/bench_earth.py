@@ -1,0 +1,150 @@
+"""Earth test NLL at real CPU budgets: time-budgeted runs of the command line, kept in a results file.
+
+    python benchmarks/bench_earth.py run --data earthquake --minutes 3 --tag base [-- --hidden 512 ...]
+    python benchmarks/bench_earth.py ablation --minutes 3 --data earthquake flood
+    python benchmarks/bench_earth.py budget --minutes 10 --seeds 0 1 2 --data volcano earthquake flood
+    python benchmarks/bench_earth.py report
+
+Every run is ``manifold-flows train --minutes M ...`` exactly as a user types it, one at a time
+(never two timed jobs at once). Each finished run is appended to ``benchmarks/results/earth.jsonl``
+at once, and a run already in the file is skipped, so a campaign that takes hours can stop and
+go on in a later session. ``report`` writes the tables of BENCHMARKS.md from the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "earth.jsonl"
+RUNS = ROOT / "runs" / "bench-earth"
+PROTOCOLS = {"all": [], "distinct": ["--dedupe"]}
+"""The published protocol (random 80/10/10 of all rows) and the duplicate-free one beside it."""
+
+PUBLISHED = {  # test NLL, REFERENCES.md section 2 ('all rows' protocol, GPU-days of training)
+    "Moser Flow": {"volcano": -2.02, "earthquake": -0.09, "flood": 0.62},
+    "PPD / CNF Matching": {"volcano": -2.38, "earthquake": -0.38, "flood": 0.25},
+    "Riemannian diffusion": {"volcano": -6.61, "earthquake": -0.40, "flood": 0.43},
+    "RFM (2024)": {"volcano": -7.93, "earthquake": -0.28, "flood": 0.42},
+}
+BEST_PUBLISHED = {"volcano": -7.93, "earthquake": -0.40, "flood": 0.25}
+
+ABLATION: Dict[str, List[str]] = {
+    "rfm 256x4": ["--method", "rfm"],
+    "rfm 256x4 ff64/8": ["--method", "rfm", "--fourier-features", "64", "--fourier-scale", "8"],
+    "rfm 256x4 ff128/16": ["--method", "rfm", "--fourier-features", "128", "--fourier-scale", "16"],
+    "rfm 256x4 ff128/32": ["--method", "rfm", "--fourier-features", "128", "--fourier-scale", "32"],
+    "rfm 512x6": ["--method", "rfm", "--hidden", "512", "--depth", "6"],
+    "moser 256x4": ["--method", "moser"],
+    "ppd 256x4": ["--method", "ppd"],
+}
+"""Variants of the first ablation wave: one lever changed at a time from the defaults."""
+
+
+def load_results() -> List[dict]:
+    """Every finished run in the results file."""
+    if not RESULTS.exists():
+        return []
+    return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+
+
+def run_one(tag: str, data: str, minutes: float, seed: int, protocol: str, extra: List[str]) -> Optional[dict]:
+    """Train one budgeted run through the CLI (skipped if the results file has it); returns its record."""
+    key = dict(tag=tag, data=data, minutes=minutes, seed=seed, protocol=protocol)
+    for rec in load_results():
+        if all(rec.get(k) == v for k, v in key.items()):
+            print(f"have {key}: test NLL {rec['test_nll']:.3f}", flush=True)
+            return rec
+    out = RUNS / f"{tag.replace(' ', '_').replace('/', '-')}-{data}-{protocol}-m{minutes:g}-s{seed}"
+    cmd = [sys.executable, "-m", "manifold_flows.cli", "train", "--data", data, "--minutes", str(minutes), "--seed",
+           str(seed), "--out", str(out), "--no-progress", "--no-plot", "--overwrite", *PROTOCOLS[protocol], *extra]
+    print("$", shlex.join(cmd[1:]), flush=True)
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+        print(res.stderr[-3000:], flush=True)
+        return None
+    m = json.loads((out / "metrics.json").read_text())
+    rec = dict(key, args=extra, test_nll=m["test_nll"], val_nll=m["val_nll"], steps=m["steps"],
+               best_step=m["best_step"], train_seconds=m["train_seconds"], likelihood=m["likelihood"],
+               n_test=m["n_test"], validation_seconds=round(sum(h.get("val_seconds", 0.0) for h in m["history"]), 1),
+               history=[(h["step"], round(h["val_nll"], 4)) for h in m["history"]],
+               date=datetime.date.today().isoformat(), machine=machine())
+    for k in ("log_normalizer", "ode_abs_diff_mean", "negative_mass"):
+        if k in m:
+            rec[k] = m[k]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(f"{tag} {data} {protocol} seed {seed}: test NLL {rec['test_nll']:.3f} ({rec['steps']} steps)", flush=True)
+    return rec
+
+
+def mean_std(values: List[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f}±{statistics.stdev(values):.2f}"
+
+
+def report() -> None:
+    """Write the ablation and budget tables of BENCHMARKS.md from the results file."""
+    results = load_results()
+    abl = [r for r in results if r["tag"] in ABLATION]
+    if abl:
+        datas = sorted({r["data"] for r in abl})
+        rows = ["| variant | " + " | ".join(f"{d} (steps)" for d in datas) + " |", "|---" * (len(datas) + 1) + "|"]
+        for tag in ABLATION:
+            cells = []
+            for d in datas:
+                rs = [r for r in abl if r["tag"] == tag and r["data"] == d]
+                cells.append(f"{mean_std([r['test_nll'] for r in rs])} ({rs[0]['steps']})" if rs else "")
+            if any(cells):
+                rows.append(f"| {tag} | " + " | ".join(cells) + " |")
+        mins = sorted({r["minutes"] for r in abl})
+        write_section("Earth ablation (CPU budget)", (
+            f"Test NLL (seed 0, 'all rows' protocol) after `--minutes {'/'.join(f'{m:g}' for m in mins)}` of training and "
+            "validation per run; one lever changed at a time from the defaults. Likelihood: "
+            f"{abl[0]['likelihood']}.\n\n" + "\n".join(rows)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data", required=True)
+    r.add_argument("--minutes", type=float, required=True)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--protocol", choices=sorted(PROTOCOLS), default="all")
+    r.add_argument("--tag", required=True)
+    r.add_argument("extra", nargs=argparse.REMAINDER)
+    a = sub.add_parser("ablation")
+    a.add_argument("--minutes", type=float, default=3.0)
+    a.add_argument("--data", nargs="+", default=["earthquake", "flood"])
+    a.add_argument("--only", nargs="*", default=None, help="variant tags to run (default: all)")
+    sub.add_parser("report")
+    args = p.parse_args()
+    if args.cmd == "run":
+        extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+        run_one(args.tag, args.data, args.minutes, args.seed, args.protocol, extra)
+    elif args.cmd == "ablation":
+        for data in args.data:
+            for tag, extra in ABLATION.items():
+                if args.only is None or tag in args.only:
+                    run_one(tag, data, args.minutes, 0, "all", extra)
+        report()
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()
