@@ -161,7 +161,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         else:
             header = ",".join(f"x{i}" for i in range(arr.shape[1]))
             np.savetxt(out, arr, delimiter=",", header=header, comments="", fmt="%.8f")
-    print(f"wrote {args.n} samples to {out}")
+    how = f"ODE {cfg.solver}" + (f", {cfg.solver_steps} steps" if cfg.solver in ("euler", "midpoint", "rk4") else "")
+    chain = getattr(objective, "last_chain", None)
+    if chain is not None:
+        how += (f", then {chain.local_steps + chain.global_steps} Metropolis-Hastings steps on the explicit density "
+                f"(acceptance: local {chain.local_acceptance:.2f}, global {chain.global_acceptance:.2f})")
+    print(f"wrote {args.n} samples to {out} ({how})")
     return 0
 
 

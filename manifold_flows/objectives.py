@@ -15,6 +15,7 @@ from .divergence import METHODS as DIVERGENCE_METHODS
 from .divergence import value_and_divergence
 from .kde import KernelDensityPath
 from .likelihood import log_likelihood, sample as integrate_samples
+from .mcmc import ChainStats, metropolis_refine
 from .paths import GeodesicPath, PremetricPath
 
 
@@ -163,11 +164,12 @@ class MoserFlow(FlowObjective):
         divergence: ``"exact"`` or ``"hutchinson"`` (training only; :meth:`log_prob` is exact).
         n_probes: Hutchinson probes per point.
         n_mass: uniform points of the Monte Carlo normaliser of :meth:`log_prob`.
+        mcmc_steps: Metropolis-Hastings steps that :meth:`sample` runs after the ODE (0: the ODE alone).
     """
 
     def __init__(self, manifold: Manifold, net: nn.Module, *, eps: float = 1e-5, lam: float = 2.0,
                  n_uniform: Optional[int] = None, divergence: str = "exact", n_probes: int = 1,
-                 n_mass: int = 20_000):
+                 n_mass: int = 20_000, mcmc_steps: int = 40):
         super().__init__(manifold, net)
         if not manifold.compact or getattr(manifold, "has_boundary", False):
             raise ValueError(f"Moser Flow needs a compact manifold without boundary (the divergence theorem makes mu "
@@ -181,7 +183,11 @@ class MoserFlow(FlowObjective):
             raise ValueError(f"n_mass must be >= 2, got {n_mass}")
         if n_uniform is not None and n_uniform < 1:
             raise ValueError(f"n_uniform must be >= 1, got {n_uniform}")
+        if mcmc_steps < 0:
+            raise ValueError(f"mcmc_steps must be >= 0, got {mcmc_steps}")
         self.eps, self.lam, self.n_uniform, self.n_mass = float(eps), float(lam), n_uniform, int(n_mass)
+        self.mcmc_steps = int(mcmc_steps)
+        self.last_chain: Optional[ChainStats] = None
         self.divergence, self.n_probes = divergence, n_probes
         self.log_volume = math.log(manifold.volume)
 
@@ -240,13 +246,37 @@ class MoserFlow(FlowObjective):
         """
         self.manifold.assert_check_point(x)
         log_z, _ = self.log_normalizer(net=net)
-        out = [torch.log(torch.clamp(self.density(c, net=net), min=self.eps)) for c in torch.split(x, 4096)]
-        return (torch.cat(out) if out else x.new_zeros(0)) - log_z
+        return self.log_density(x, net=net) - log_z
 
     def ode_log_prob(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, steps: int = 100,
                      method: str = "rk4", **kwargs) -> torch.Tensor:
         """Log-likelihood of the *sampler* (the ODE of :meth:`field`) at ``x``, by the augmented ODE."""
         return super().log_prob(x, net=net, steps=steps, method=method, **kwargs)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, net: Optional[nn.Module] = None, steps: int = 100, method: str = "rk4",
+               generator: Optional[torch.Generator] = None, dtype: Optional[torch.dtype] = None,
+               device: Optional[torch.device] = None, mcmc_steps: Optional[int] = None) -> torch.Tensor:
+        """``n`` samples ``[n, D]`` of the normalised density ``max(eps, mu) / Z`` that :meth:`log_prob` reports.
+
+        The ODE of :meth:`field` carries base samples close to it; ``mcmc_steps`` Metropolis-Hastings
+        steps on the explicit density then remove what the ODE gets wrong (its stiffness where
+        ``mu`` is small, the clamp at ``eps``), see :mod:`manifold_flows.mcmc`. The chain's
+        acceptance rates are kept in :attr:`last_chain`.
+        """
+        x = super().sample(n, net=net, steps=steps, method=method, generator=generator, dtype=dtype, device=device)
+        k = self.mcmc_steps if mcmc_steps is None else mcmc_steps
+        if k == 0:
+            return x
+        x, self.last_chain = metropolis_refine(lambda y: self.log_density(y, net=net), x, self.manifold, steps=k,
+                                               generator=generator)
+        return x
+
+    @torch.no_grad()
+    def log_density(self, x: torch.Tensor, *, net: Optional[nn.Module] = None) -> torch.Tensor:
+        """Unnormalised ``log max(eps, mu(x))``, ``[N, D] -> [N]`` (no input check: for inner loops)."""
+        out = [torch.log(torch.clamp(self.density(c, net=net), min=self.eps)) for c in torch.split(x, 4096)]
+        return torch.cat(out) if out else x.new_zeros(0)
 
     def field(self, net: Optional[nn.Module] = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The sampling field ``v_t(x) = u(x) / ((1 - t) nu + t max(eps, mu(x)))``."""

@@ -92,6 +92,10 @@ class Manifold(geoopt.Manifold):
         ambient_metric: whether the metric is the Euclidean one of the coordinates.
         exact_expmap: whether ``expmap`` is available in closed form; solvers fall back to the
             projected update ``projx(x + u)`` where it is not (meshes, implicit surfaces).
+        symmetric_random_walk: ``expmap(x, proju(x, sigma * N(0, I)))`` has a transition density
+            that is symmetric in ``x`` and ``y`` (a function of their distance): true on homogeneous,
+            isotropic manifolds with a constant metric scale (spheres, flat tori, Euclidean space,
+            SO(3)); Metropolis samplers may then use it as a local proposal.
         piecewise_flat: a surface made of flat pieces (triangle meshes). Divergences of tangent
             fields are discontinuous across the pieces there, so densities defined from them
             (Moser Flow's ``nu - div u``) jump at edges.
@@ -107,6 +111,7 @@ class Manifold(geoopt.Manifold):
     ambient_metric: bool = False
     exact_expmap: bool = True
     piecewise_flat: bool = False
+    symmetric_random_walk: bool = False
 
     # ------------------------------------------------------------------ geometry (subclasses)
     def projx(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

@@ -19,6 +19,7 @@ class Euclidean(AmbientMetric, Manifold):
     name = "Euclidean"
     compact = False
     injectivity_radius = math.inf
+    symmetric_random_walk = True
 
     def __init__(self, dim: int = 2):
         super().__init__()

@@ -37,6 +37,7 @@ class ProductManifold(Manifold):
         self.compact = all(m.compact for m in manifolds)
         self.injectivity_radius = min(m.injectivity_radius for m in manifolds)
         self.ambient_metric = all(m.ambient_metric for m in manifolds)
+        self.symmetric_random_walk = all(m.symmetric_random_walk for m in manifolds)
 
     def extra_repr(self) -> str:
         return ", ".join(repr(m) for m in self.factors)

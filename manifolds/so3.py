@@ -133,6 +133,7 @@ class SO3(Manifold):
     ambient_metric = False
     exact_expmap = True
     injectivity_radius = math.pi
+    symmetric_random_walk = True  # bi-invariant metric: the kernel depends on the angle of x^T y only
 
     def __init__(self):
         super().__init__()

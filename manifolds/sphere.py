@@ -26,6 +26,7 @@ class Sphere(Manifold):
     compact = True
     ambient_metric = True
     injectivity_radius = math.pi
+    symmetric_random_walk = True
 
     def __init__(self, dim: int = 2):
         super().__init__()

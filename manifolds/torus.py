@@ -37,6 +37,7 @@ class FlatTorus(AmbientMetric, Manifold):
     name = "FlatTorus"
     compact = True
     injectivity_radius = math.pi
+    symmetric_random_walk = True
 
     def __init__(self, dim: int = 2):
         super().__init__()
