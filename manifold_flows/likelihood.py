@@ -93,7 +93,7 @@ def log_likelihood(
     _check_positive_int(chunk_size, "chunk_size")
     _check_positive_int(n_probes, "n_probes")
     D = manifold.ambient_dim
-    grid = time_grid(steps if method in SOLVERS else 1, t0=t1, t1=t0, dtype=x1.dtype, device=x1.device)
+    grid = time_grid(steps if method in SOLVERS else 1, t0=t1, t1=t0, dtype=x1.dtype)  # on the host: no sync
 
     def func(y: torch.Tensor, s: torch.Tensor):
         v, div = value_and_divergence(
@@ -163,5 +163,5 @@ def sample(
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     with torch.no_grad():
         x0 = manifold.random_base(n, dtype=dtype, device=device, generator=generator)
-        grid = time_grid(steps if method in SOLVERS else 1, t0=t0, t1=t1, dtype=x0.dtype, device=x0.device)
+        grid = time_grid(steps if method in SOLVERS else 1, t0=t0, t1=t1, dtype=x0.dtype)  # on the host: no sync
         return odeint(field, x0, grid, manifold=manifold, method=method, atol=atol, rtol=rtol)

@@ -206,12 +206,14 @@ class VectorField(nn.Module):
 
 
 class EMA(nn.Module):
-    """Exponential moving average of a model's parameters (buffers are copied).
+    """Exponential moving average of a model's parameters.
 
     The decay of update ``n`` (counting from 0) is ``min(decay, (1 + n) / (10 + n))``: early
     updates average over the few steps taken so far instead of holding on to the random
     initialisation, so short runs (and slow objectives) are evaluated on trained weights. The
-    count is a buffer, saved and restored with the state dict.
+    count lives on the host (no device read per step) and is mirrored in the ``num_updates``
+    buffer, saved and restored with the state dict. Buffers (constants of the network) are copied
+    by :meth:`copy_buffers`, not at every step.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
@@ -223,18 +225,33 @@ class EMA(nn.Module):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self._count = 0
 
     def current_decay(self) -> float:
         """The decay the next :meth:`update` uses."""
-        n = int(self.num_updates)
-        return min(self.decay, (1.0 + n) / (10.0 + n))
+        return min(self.decay, (1.0 + self._count) / (10.0 + self._count))
+
+    def set_count(self, n: int) -> None:
+        """Declare ``n`` updates done (after restoring averaged weights, e.g. on resume)."""
+        self._count = int(n)
+        self.num_updates.fill_(self._count)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the average towards ``model``'s current parameters."""
-        decay = self.current_decay()
-        self.num_updates += 1
+        """Move the average towards ``model``'s current parameters (no host synchronisation)."""
+        weight = 1.0 - self.current_decay()
         for avg, p in zip(self.model.parameters(), model.parameters()):
-            avg.lerp_(p.detach(), 1.0 - decay)
+            avg.lerp_(p.detach(), weight)
+        self.set_count(self._count + 1)
+
+    @torch.no_grad()
+    def copy_buffers(self, model: nn.Module) -> None:
+        """Copy ``model``'s buffers into the average (call before evaluating it)."""
         for avg, b in zip(self.model.buffers(), model.buffers()):
             avg.copy_(b)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        key = prefix + "num_updates"
+        if key in state_dict:
+            self._count = int(state_dict[key])

@@ -35,6 +35,7 @@ values (the time grid is validated once, before integration).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -142,11 +143,16 @@ def time_grid(
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if float(t0) == float(t1):
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {float(t0)}")
-    return torch.linspace(float(t0), float(t1), steps + 1, dtype=dtype, device=device)
+    return torch.linspace(float(t0), float(t1), steps + 1, dtype=torch.float64).to(dtype=dtype or torch.get_default_dtype(),
+                                                                                  device=device)
 
 
 def check_time_grid(t, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Validate a time grid and convert it to ``dtype`` / ``device``.
+    """Validate a time grid on the host and return it as a tensor of ``dtype`` on ``device``.
+
+    The check reads the values from a CPU copy: free for grids made on the host (lists, CPU
+    tensors, :func:`time_grid` with its default device), one device-to-host copy for a grid a
+    caller built on a GPU. Nothing is read back during the integration itself.
 
     Args:
         t: 1-D tensor (or sequence) of at least two strictly increasing or strictly decreasing times.
@@ -160,23 +166,19 @@ def check_time_grid(t, *, dtype: torch.dtype, device: torch.device) -> torch.Ten
         ValueError: if ``t`` is not 1-D, has fewer than two entries, is not finite, or is not
             strictly monotone.
     """
-    t = torch.as_tensor(t, device=device)
-    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
-        raise ValueError(f"time grid must be real-valued, got dtype {t.dtype}")
-    t = t.to(dtype=dtype)
-    if t.dim() != 1:
-        raise ValueError(f"time grid must be a 1-D tensor, got shape {tuple(t.shape)}")
-    if t.shape[0] < 2:
-        raise ValueError(f"time grid needs at least 2 points, got {t.shape[0]}")
-    dt = t[1:] - t[:-1]
-    # one host synchronisation, before any integration
-    ok = torch.isfinite(t).all() & ((dt > 0).all() | (dt < 0).all())
-    if not bool(ok):
-        raise ValueError(
-            "time grid must be finite and strictly monotone (all increasing or all decreasing), "
-            f"got {t.tolist() if t.numel() <= 12 else t}"
-        )
-    return t
+    host = t.detach().to("cpu") if isinstance(t, torch.Tensor) else torch.as_tensor(t)
+    if not (host.is_floating_point() or host.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"time grid must be real-valued, got dtype {host.dtype}")
+    if host.dim() != 1:
+        raise ValueError(f"time grid must be a 1-D tensor, got shape {tuple(host.shape)}")
+    if host.shape[0] < 2:
+        raise ValueError(f"time grid needs at least 2 points, got {host.shape[0]}")
+    values = host.to(torch.float64).tolist()
+    steps = [b - a for a, b in zip(values, values[1:])]
+    if not all(math.isfinite(v) for v in values) or not (all(h > 0 for h in steps) or all(h < 0 for h in steps)):
+        raise ValueError("time grid must be finite and strictly monotone (all increasing or all decreasing), "
+                         f"got {values if len(values) <= 12 else str(values[:6])[:-1] + ', ...]'}")
+    return host.to(dtype=dtype).to(device)
 
 
 def _check_state(x0: torch.Tensor, manifold: Manifold, name: str = "x0") -> None:

@@ -185,7 +185,7 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
                              "pass --allow-data-change to continue on the new data")
         objective.net.load_state_dict(ck["net"])
         ema.model.load_state_dict(ck["ema"])
-        ema.num_updates.fill_(ck["step"])  # one EMA update per step
+        ema.set_count(ck["step"])  # one EMA update per step
         opt.load_state_dict(ck["optimizer"])
         gen.set_state(ck["generator"].cpu())
         step, best_val, history, train_seconds = ck["step"], ck["best_val"], ck["history"], ck["train_seconds"]
@@ -253,6 +253,7 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
                     loss_sum.zero_()
                     loss_count = 0
                     if not sigint.raised:
+                        ema.copy_buffers(model)
                         v0 = time.perf_counter()
                         val = nll(objective, val_eval, ema.model, cfg, steps=cfg.val_solver_steps)
                         val_seconds = time.perf_counter() - v0
