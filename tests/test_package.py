@@ -60,3 +60,13 @@ def test_example_runs(script, args, expect, tmp_path):
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert expect in res.stdout
+
+
+def test_gpu_benchmark_skips_cleanly_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the benchmark would run for real")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py")], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert res.returncode == 0 and "no CUDA device here; skipped" in res.stdout, res.stderr

@@ -242,3 +242,19 @@ def test_a_second_run_in_the_same_folder_is_refused_and_kills_lose_nothing(tmp_p
             time.sleep(0.1)
     first.kill()
     first.communicate(timeout=60)
+
+
+def test_minutes_budget_stops_on_time_and_resumes(capsys, tmp_path):
+    out = tmp_path / "timed"
+    args = ["train", "--data", "volcano", "--steps", "10000000", "--out", out, *TINY, "--val-solver-steps", "2"]
+    code, _, err = run(capsys, *args, "--minutes", "0.05")
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 < m["steps"] < 10_000_000 and m["config"]["minutes"] == 0.05
+    assert m["train_seconds"] < 3.0 + 10.0  # the budget, plus at most one step and one validation
+    assert len(m["history"]) >= 2  # validations spread over the time, not only at the end
+    first = m["steps"]
+    code, _, err = run(capsys, *args, "--minutes", "0.1", "--resume")
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] > first and m["resumes"][-1]["changed"]["minutes"] == [0.05, 0.1]
