@@ -127,7 +127,9 @@ def value_and_divergence(
                 eps = torch.randint(0, 2, xr.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
             else:
                 eps = torch.randn(xr.shape, generator=generator, device=x.device, dtype=x.dtype)
-            eps = manifold.proju(manifold.projx(xr.detach()), eps)
+            # E[eps eps^T] must be the orthogonal projector P, so that E[eps^T J eps] = tr(P J P): an
+            # oblique projection Q (meshes) would give tr(Q^T J Q) and bias the estimate
+            eps = manifold.proju_orthogonal(manifold.projx(xr.detach()), eps)
             vr = g(xr)
             div = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
             if vr.requires_grad:

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from manifolds import Euclidean, FlatTorus, Manifold, ProductManifold, Sphere
+from manifolds import Euclidean, FlatTorus, Manifold, Sphere
 
 from .datasets import sample_vmf
 
@@ -71,7 +71,7 @@ def _log_vmf_offset(d: int, kappa: torch.Tensor) -> torch.Tensor:
 
 
 def _check_kernel_support(manifold: Manifold) -> None:
-    for m in (manifold.factors if isinstance(manifold, ProductManifold) else [manifold]):
+    for m in manifold.factors:
         if isinstance(m, Sphere):
             if m.dim not in (1, 2, 3):
                 raise NotImplementedError(f"kernel density paths support S^1, S^2 and S^3, not S^{m.dim}")
@@ -80,17 +80,13 @@ def _check_kernel_support(manifold: Manifold) -> None:
                                       "Sphere, FlatTorus, Euclidean and their products")
 
 
-def _factors(manifold: Manifold) -> List[Manifold]:
-    return list(manifold.factors) if isinstance(manifold, ProductManifold) else [manifold]
-
-
 def kernel_log_matrix(manifold: Manifold, x: torch.Tensor, centres: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
     """``log k(x_b; c_n, kappa_b)`` for all pairs: ``x [B, D]``, ``centres [N, D]``, ``kappa [B]`` -> ``[B, N]``."""
     _check_kernel_support(manifold)
     out = x.new_zeros(x.shape[0], centres.shape[0])
-    sizes = [m.ambient_dim for m in _factors(manifold)]
+    sizes = [m.ambient_dim for m in manifold.factors]
     kap = kappa.unsqueeze(-1)
-    for m, xf, cf in zip(_factors(manifold), torch.split(x, sizes, -1), torch.split(centres, sizes, -1)):
+    for m, xf, cf in zip(manifold.factors, torch.split(x, sizes, -1), torch.split(centres, sizes, -1)):
         if isinstance(m, Sphere):
             # kappa (<x, c> - 1) = -kappa |x - c|^2 / 2 on the sphere; the squared distance keeps precision
             sq = torch.cdist(xf, cf).pow(2)
@@ -110,9 +106,9 @@ def kernel_sample(manifold: Manifold, centres: torch.Tensor, kappa: torch.Tensor
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One draw from ``k(.; c_b, kappa_b)`` per row: ``centres [B, D]``, ``kappa [B]`` -> ``[B, D]``."""
     _check_kernel_support(manifold)
-    sizes = [m.ambient_dim for m in _factors(manifold)]
+    sizes = [m.ambient_dim for m in manifold.factors]
     parts = []
-    for m, cf in zip(_factors(manifold), torch.split(centres, sizes, -1)):
+    for m, cf in zip(manifold.factors, torch.split(centres, sizes, -1)):
         if isinstance(m, Sphere):
             parts.append(sample_vmf(cf, kappa, generator).to(centres.dtype))
         elif isinstance(m, FlatTorus):

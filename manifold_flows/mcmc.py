@@ -73,7 +73,7 @@ def metropolis_refine(log_density: Callable[[torch.Tensor], torch.Tensor], x: to
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not manifold.compact:
         raise ValueError(f"global moves draw from the uniform base, which {manifold} does not have")
-    local_ok = bool(getattr(manifold, "symmetric_random_walk", False))
+    local_ok = manifold.symmetric_random_walk
     logp = log_density(x)
     s = torch.full((), float(sigma), dtype=x.dtype, device=x.device)
     acc = {True: [], False: []}

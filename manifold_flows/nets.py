@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from manifolds import FlatTorus, Manifold, ProductManifold
+from manifolds import Manifold
 
 class TailClamped(nn.Module):
     """``act(clamp(z, lower, upper))``: an activation whose tails are exactly flat.
@@ -99,9 +99,8 @@ class InputFeatures(nn.Module):
 
     def __init__(self, manifold: Manifold, n_fourier: int = 2, fourier_features: int = 0, fourier_scale: float = 1.0):
         super().__init__()
-        factors = list(manifold.factors) if isinstance(manifold, ProductManifold) else [manifold]
-        self.sizes = [m.ambient_dim for m in factors]
-        self.periodic = [isinstance(m, FlatTorus) for m in factors]
+        self.sizes = [m.ambient_dim for m in manifold.factors]
+        self.periodic = [m.angle_coordinates for m in manifold.factors]
         self.register_buffer("freqs", torch.arange(1, n_fourier + 1, dtype=torch.float32), persistent=False)
         embedded = sum(s for s, p in zip(self.sizes, self.periodic) if not p)
         if fourier_features < 0 or not fourier_scale > 0:
@@ -179,7 +178,10 @@ class VectorField(nn.Module):
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         if hidden < 1 or depth < 1:
             raise ValueError(f"hidden and depth must be >= 1, got hidden={hidden}, depth={depth}")
-        self.manifold = manifold
+        # a plain reference, not a submodule: the manifold's own parameters (an ImplicitSurface built
+        # from a network) are not the field's to train, and the manifold moves devices on its own
+        object.__setattr__(self, "manifold", manifold)
+        self.time_dependent = time_dependent
         self.inputs = InputFeatures(manifold, n_fourier, fourier_features, fourier_scale)
         self.time = TimeFeatures() if time_dependent else None
         width_in = self.inputs.out_dim + (self.time.out_dim if self.time is not None else 0)
@@ -191,6 +193,15 @@ class VectorField(nn.Module):
         if zero_init:
             nn.init.zeros_(layers[-1].weight)
             nn.init.zeros_(layers[-1].bias)
+
+    def __deepcopy__(self, memo):
+        # copies (the EMA's) share the manifold: geometry is not state, and a mesh is large
+        memo[id(self.manifold)] = self.manifold
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        return new
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Tangent vectors ``[..., D]`` at ``projx(x)``; ``t`` is a scalar or ``[...]`` tensor."""

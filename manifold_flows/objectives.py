@@ -16,7 +16,7 @@ from .divergence import value_and_divergence
 from .kde import KernelDensityPath
 from .likelihood import log_likelihood, sample as integrate_samples
 from .mcmc import ChainStats, metropolis_refine
-from .paths import GeodesicPath, PremetricPath
+from .paths import ConditionalPath, GeodesicPath
 
 
 class FlowObjective(nn.Module):
@@ -86,33 +86,33 @@ class FlowObjective(nn.Module):
 
 
 class RFM(FlowObjective):
-    """Riemannian Flow Matching with geodesic conditional paths (Chen & Lipman, ICLR 2024).
+    """Riemannian Flow Matching (Chen & Lipman, ICLR 2024).
 
-    Loss: ``E_{t, x0, x1} |v(x_t, t) - u_t|_g^2`` with ``x0`` from the base distribution, ``t``
-    uniform on [0, 1] and ``x_t``, ``u_t`` from :class:`~manifold_flows.paths.GeodesicPath`.
-
-    On meshes the geodesic paths are traced (``Mesh.geodesic``, log maps by the vector heat
-    method); pass a :class:`~manifold_flows.paths.PremetricPath` for spectral premetrics instead:
-    each step then simulates ``B // steps`` paths
-    (``B`` the batch size) and regresses on every point along them, so a step sees about ``B``
-    targets whatever the path.
+    Loss: ``E |v(x_t, t) - u_t|_g^2`` over the targets of a conditional path
+    (:class:`~manifold_flows.paths.ConditionalPath`): geodesic paths by default, with ``x0`` from
+    the base distribution and ``t`` uniform on [0, 1]; a
+    :class:`~manifold_flows.paths.PremetricPath` (spectral premetrics on meshes) simulates fewer
+    pairs and regresses on every state along them, so a step sees about ``B`` targets whatever
+    the path.
 
     Args:
         manifold: the manifold.
-        net: the vector-field network.
+        net: the vector-field network; it must depend on time (``net.time_dependent``).
         coupling: ``"independent"`` or ``"ot"`` (minibatch optimal transport under geodesic cost).
-        path: ``None`` (geodesic paths) or a :class:`~manifold_flows.paths.PremetricPath`.
+        path: a conditional path; ``None`` for geodesic paths.
     """
 
     def __init__(self, manifold: Manifold, net: nn.Module, coupling: str = "independent",
-                 path: Optional[PremetricPath] = None):
+                 path: Optional[ConditionalPath] = None):
         super().__init__(manifold, net)
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; choose from {COUPLINGS}")
-        if path is None and not (manifold.exact_expmap or hasattr(manifold, "geodesic")):
+        if not getattr(net, "time_dependent", True):
+            raise ValueError("RFM learns a time-dependent field: build the network with time_dependent=True")
+        if path is None and not manifold.has_geodesics:
             raise ValueError(f"{manifold} has no exp/log maps: RFM needs a PremetricPath (spectral distance) "
                              "there, or use Moser Flow")
-        if path is not None and coupling != "independent":
+        if path is not None and not isinstance(path, GeodesicPath) and coupling != "independent":
             raise ValueError("premetric paths support only the independent coupling")
         if coupling == "ot" and not manifold.exact_expmap:
             raise ValueError(f"the OT coupling needs all pairwise distances of each batch, which {manifold} cannot give "
@@ -121,18 +121,13 @@ class RFM(FlowObjective):
         self.path = GeodesicPath(manifold) if path is None else path
 
     def loss(self, x1: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """RFM loss on a data batch ``x1 [B, D]``."""
-        b = x1.shape[0]
-        if isinstance(self.path, PremetricPath):
-            n = max(1, b // self.path.steps)
-            x0 = self.manifold.random_base(n, dtype=x1.dtype, device=x1.device, generator=generator)
-            ps = self.path.simulate(x0, x1[:n])
-            diff = self.net(ps.xt, ps.t) - ps.ut
-            return self.manifold.inner(ps.xt, diff).mean()
-        x0 = self.manifold.random_base(b, dtype=x1.dtype, device=x1.device, generator=generator)
+        """RFM loss on a data batch ``x1 [B, D]`` (the path may use only its first ``path.pairs(B)`` rows)."""
+        n = self.path.pairs(x1.shape[0])
+        x1 = x1[:n]
+        x0 = self.manifold.random_base(n, dtype=x1.dtype, device=x1.device, generator=generator)
         if self.coupling == "ot":
             x0 = ot_pairing(self.manifold, x0, x1)
-        t = torch.rand(b, dtype=x1.dtype, device=x1.device, generator=generator)
+        t = torch.rand(n, dtype=x1.dtype, device=x1.device, generator=generator)
         ps = self.path.sample(x0, x1, t)
         diff = self.net(ps.xt, ps.t) - ps.ut
         return self.manifold.inner(ps.xt, diff).mean()
@@ -171,7 +166,7 @@ class MoserFlow(FlowObjective):
                  n_uniform: Optional[int] = None, divergence: str = "exact", n_probes: int = 1,
                  n_mass: int = 20_000, mcmc_steps: int = 40):
         super().__init__(manifold, net)
-        if not manifold.compact or getattr(manifold, "has_boundary", False):
+        if not manifold.compact or manifold.has_boundary:
             raise ValueError(f"Moser Flow needs a compact manifold without boundary (the divergence theorem makes mu "
                              f"integrate to 1); {manifold} is not one")
         if divergence not in DIVERGENCE_METHODS:
@@ -316,7 +311,7 @@ class MoserFlow(FlowObjective):
         out: Dict[str, Any] = self.negative_mass(n_mc, net=net, generator=gen)
         log_z, log_z_se = self.log_normalizer(net=net)
         out.update(log_normalizer=float(log_z), log_normalizer_se=float(log_z_se), normalizer_points=self.n_mass)
-        if getattr(self.manifold, "piecewise_flat", False):
+        if self.manifold.piecewise_flat:
             # mu = nu - div u jumps across edges, so the sampler's density alpha_t = (1 - t) nu + t mu
             # jumps where trajectories cross them; the augmented ODE has no jump terms and would
             # disagree with the (exact) explicit density for that reason alone
@@ -386,6 +381,8 @@ class PPD(FlowObjective):
     def __init__(self, manifold: Manifold, net: nn.Module, *, norm: int = 2, kappa1: Optional[float] = None,
                  uniform: Optional[float] = None, divergence: str = "exact", n_probes: int = 1):
         super().__init__(manifold, net)
+        if not getattr(net, "time_dependent", True):
+            raise ValueError("PPD learns a time-dependent field: build the network with time_dependent=True")
         if norm not in (1, 2):
             raise ValueError(f"norm must be 1 or 2, got {norm!r}")
         if divergence not in DIVERGENCE_METHODS:

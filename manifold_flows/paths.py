@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from manifolds import Euclidean, FlatTorus, Manifold, ProductManifold, Sphere
+from manifolds import Manifold
 
 
 @dataclass
@@ -30,57 +30,48 @@ class PathSample:
     ut: torch.Tensor
 
 
-def _has_closed_form(m: Manifold) -> bool:
-    if isinstance(m, ProductManifold):
-        return all(_has_closed_form(f) for f in m.factors)
-    return isinstance(m, (Sphere, FlatTorus, Euclidean))
+class ConditionalPath(nn.Module):
+    """The interface of RFM's conditional paths: pairs of endpoints in, points and target velocities out.
 
-
-class GeodesicPath:
-    """``x_t = exp_{x0}(t log_{x0}(x1))`` with velocity ``u_t = d/dt x_t``.
-
-    On the sphere, flat torus, Euclidean space and their products the velocity is the parallel
-    transport of ``log_{x0}(x1)`` to ``x_t`` (closed form, no autograd). Meshes trace the geodesic
-    and return its velocity at ``x_t`` (``Mesh.geodesic``). Any other manifold with exp and log maps
-    gets the velocity by differentiating ``t -> x_t`` with autograd.
-
-    Args:
-        manifold: the manifold.
-        velocity: ``"auto"``, ``"transport"`` (closed form), ``"trace"`` (``manifold.geodesic``) or ``"autograd"``.
+    ``sample(x0 [n, D], x1 [n, D], t [n])`` returns a :class:`PathSample` of ``n * targets_per_pair``
+    rows; :meth:`pairs` says how many pairs make a batch of about ``batch_size`` targets. The RFM
+    loss is the same for every path.
     """
 
-    def __init__(self, manifold: Manifold, velocity: str = "auto"):
-        if velocity not in ("auto", "transport", "autograd", "trace"):
-            raise ValueError(f"velocity must be 'auto', 'transport', 'autograd' or 'trace', got {velocity!r}")
-        if velocity == "auto":
-            if _has_closed_form(manifold):
-                velocity = "transport"
-            else:
-                velocity = "trace" if hasattr(manifold, "geodesic") else "autograd"
+    targets_per_pair = 1
+
+    def pairs(self, batch_size: int) -> int:
+        """Endpoint pairs per training batch of ``batch_size`` targets."""
+        return max(1, batch_size // self.targets_per_pair)
+
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:  # pragma: no cover
+        """Points and velocities on the paths from ``x0 [n, D]`` to ``x1 [n, D]``, with times drawn as ``t [n]``."""
+        raise NotImplementedError
+
+
+class GeodesicPath(ConditionalPath):
+    """``x_t = exp_{x0}(t log_{x0}(x1))`` with velocity ``u_t = d/dt x_t`` (``manifold.geodesic``).
+
+    With closed-form geometry the velocity is the parallel transport of ``log_{x0}(x1)`` to
+    ``x_t``; meshes trace the geodesic across faces; other manifolds differentiate ``t -> x_t``.
+
+    Args:
+        manifold: a manifold with geodesics (``has_geodesics``).
+    """
+
+    def __init__(self, manifold: Manifold):
+        super().__init__()
+        if not manifold.has_geodesics:
+            raise ValueError(f"{manifold} has no exp/log maps, so no geodesic paths")
         self.manifold = manifold
-        self.velocity = velocity
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
         """Points and velocities on the geodesics from ``x0 [B, D]`` to ``x1 [B, D]`` at ``t [B]``."""
-        m = self.manifold
-        u = m.logmap(x0, x1)
-        tt = t.unsqueeze(-1)
-        if self.velocity == "transport":
-            xt = m.expmap(x0, tt * u)
-            ut = m.transp(x0, xt, u)
-        elif self.velocity == "trace":  # meshes: the traced geodesic's end point and velocity
-            xt, ut = m.geodesic(x0, u, t)
-        else:
-            # samples are independent, so one backward pass per coordinate gives every d x_t / d t
-            with torch.enable_grad():
-                tg = t.detach().requires_grad_(True)
-                xt = m.expmap(x0, tg.unsqueeze(-1) * u)
-                cols = [torch.autograd.grad(xt[..., k].sum(), tg, retain_graph=True)[0] for k in range(xt.shape[-1])]
-            xt, ut = xt.detach(), torch.stack(cols, dim=-1)
+        xt, ut = self.manifold.geodesic(x0, self.manifold.logmap(x0, x1), t)
         return PathSample(x0=x0, x1=x1, t=t, xt=xt, ut=ut)
 
 
-class PremetricPath(nn.Module):
+class PremetricPath(ConditionalPath):
     """Conditional paths of Riemannian Flow Matching from a premetric, simulated (Chen & Lipman, ICLR 2024, sec. 3.2).
 
     For a premetric ``d`` (here a spectral distance on a mesh) and the schedule ``kappa(t) = 1 - t``
@@ -89,9 +80,10 @@ class PremetricPath(nn.Module):
         u_t(x | x1) = d log kappa / dt * d(x, x1) grad d / |grad d|^2 = -2 d^2 grad(d^2) / ((1 - t) |grad(d^2)|^2),
 
     which shrinks ``d(x_t, x1)`` as ``(1 - t) d(x0, x1)``. Paths have no closed form: they are
-    simulated from ``x0`` with ``steps`` projected Euler steps on the uniform grid ``t_j = j / steps``
-    (on which Euler reproduces the linear decay of ``d`` exactly to first order), and every point
-    along each path is a regression target. Where ``grad(d^2)`` nearly vanishes away from ``x1``
+    simulated from ``x0`` with projected Euler steps and every state along each path is a
+    regression target: path ``i`` visits the times ``(j + t_i) / steps``, ``j = 0 .. steps - 1``
+    (a first step of length ``t_i / steps``, then steps of ``1 / steps``), so with ``t_i`` uniform
+    the targets cover all of ``[0, 1)`` rather than a fixed grid. Where ``grad(d^2)`` nearly vanishes away from ``x1``
     the speed is capped at ``5 sqrt(area)`` so a step cannot jump across the surface.
 
     Args:
@@ -106,7 +98,7 @@ class PremetricPath(nn.Module):
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.manifold = manifold
         self.distance = distance
-        self.steps = int(steps)
+        self.steps = self.targets_per_pair = int(steps)
         self.max_speed = 5.0 * math.sqrt(manifold.volume)
 
     def velocity(self, x: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -119,17 +111,20 @@ class PremetricPath(nn.Module):
         return u * (self.max_speed / speed.clamp_min(self.max_speed))
 
     @torch.no_grad()
-    def simulate(self, x0: torch.Tensor, x1: torch.Tensor) -> PathSample:
-        """Paths from ``x0 [B, 3]`` to ``x1 [B, 3]``: every Euler state, flattened to ``steps * B`` targets."""
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
+        """Paths from ``x0 [n, 3]`` to ``x1 [n, 3]`` with time offsets ``t [n]`` in ``[0, 1)``: every Euler state,
+        flattened to ``steps * n`` targets (state ``j`` of every path first)."""
         target, _ = self.distance.embed(x1)
-        b, s = x0.shape[0], self.steps
+        s = self.steps
         xs, ts, us = [], [], []
         x = x0
+        # a first step of length t / steps brings each path onto its own grid
+        x = self.manifold.projx(x + self.velocity(x, target, torch.zeros_like(t)) * (t / s).unsqueeze(-1))
         for j in range(s):
-            t = torch.full((b,), j / s, dtype=x0.dtype, device=x0.device)
-            u = self.velocity(x, target, t)
+            tj = (j + t) / s
+            u = self.velocity(x, target, tj)
             xs.append(x)
-            ts.append(t)
+            ts.append(tj)
             us.append(u)
             x = self.manifold.projx(x + u / s)
         rep = lambda z: z.repeat(s, 1)  # noqa: E731

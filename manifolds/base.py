@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import functools
 import inspect
 import math
@@ -36,10 +37,12 @@ def batch_shape(shape: Tuple[Shape, ...]) -> Tuple[int, ...]:
 
 
 CHECKED_METHODS = (
-    "projx", "proju", "tangent_field", "expmap", "logmap", "transp", "inner", "norm", "dist", "dist2", "retr",
+    "projx", "proju", "proju_orthogonal", "tangent_field", "geodesic", "expmap", "logmap", "transp", "inner", "norm", "dist", "dist2", "retr",
     "egrad2rgrad", "base_logprob", "expmap_transp", "retr_transp", "transp_follow_expmap", "transp_follow_retr",
 )
-"""Public operations whose tensor arguments are checked on entry (trailing dimension, floating dtype)."""
+"""Public operations whose point and vector arguments are checked on entry (trailing dimension, floating dtype)."""
+POINT_ARGUMENTS = ("x", "y", "u", "v")
+"""Argument names that hold points or tangent vectors ``[..., ambient_dim]`` (times ``t`` are not checked)."""
 
 
 def _with_input_checks(fn: Callable, name: str) -> Callable:
@@ -54,6 +57,8 @@ def _with_input_checks(fn: Callable, name: str) -> Callable:
     @functools.wraps(fn)
     def checked(self, *args, **kwargs):
         for i, a in enumerate(args):
+            if i < len(params) and params[i] not in POINT_ARGUMENTS:
+                continue
             if isinstance(a, torch.Tensor) and (not a.is_floating_point() or a.dim() == 0
                                                 or a.shape[-1] != self.ambient_dim):
                 arg = params[i] if i < len(params) else f"argument {i + 1}"
@@ -84,21 +89,30 @@ class Manifold(geoopt.Manifold):
     distribution interface and the pieces geoopt's Riemannian optimisers call
     (``retr``, ``retr_transp``, ``egrad2rgrad``).
 
-    Class attributes set by subclasses:
+    Subclasses must supply the geometry marked abstract below (a class that misses one cannot be
+    instantiated) and declare what they can do as class attributes, the *capabilities*. Paths,
+    objectives, solvers and networks read these instead of testing types, and
+    :class:`~manifolds.ProductManifold` derives its own from its factors (noted in brackets):
+
         dim: intrinsic dimension.
         ambient_dim: number of coordinates of a point.
-        compact: whether the manifold is compact (then the base distribution is uniform).
-        injectivity_radius: ``expmap(x, .)`` is injective on tangent vectors shorter than this.
-        ambient_metric: whether the metric is the Euclidean one of the coordinates.
-        exact_expmap: whether ``expmap`` is available in closed form; solvers fall back to the
-            projected update ``projx(x + u)`` where it is not (meshes, implicit surfaces).
+        compact: closed and bounded, so the base distribution is uniform [all factors].
+        has_boundary: the manifold has a boundary (an open mesh) [any factor].
+        has_geodesics: ``expmap`` and ``logmap`` exist, in closed form or computed (meshes trace
+            them); implicit surfaces have neither [all factors].
+        exact_expmap: ``expmap``/``logmap`` in closed form, and ``transp`` carries the geodesic's
+            initial velocity to its velocity at the end point; solvers take projected steps
+            ``projx(x + u)`` where this is false [all factors].
+        piecewise_flat: made of flat pieces (triangle meshes): divergences of tangent fields jump
+            across the pieces, so densities defined from them (Moser Flow) jump at edges [any factor].
+        ambient_metric: the metric is the Euclidean one of the coordinates [all factors].
+        angle_coordinates: the coordinates are periodic angles (flat tori): networks see them
+            through sines and cosines [per factor, see :attr:`factors`].
         symmetric_random_walk: ``expmap(x, proju(x, sigma * N(0, I)))`` has a transition density
-            that is symmetric in ``x`` and ``y`` (a function of their distance): true on homogeneous,
-            isotropic manifolds with a constant metric scale (spheres, flat tori, Euclidean space,
-            SO(3)); Metropolis samplers may then use it as a local proposal.
-        piecewise_flat: a surface made of flat pieces (triangle meshes). Divergences of tangent
-            fields are discontinuous across the pieces there, so densities defined from them
-            (Moser Flow's ``nu - div u``) jump at edges.
+            symmetric in ``x`` and ``y`` (homogeneous, isotropic, constant metric scale: spheres,
+            flat tori, Euclidean space, SO(3)); Metropolis samplers use it as a local proposal [all factors].
+        reversible: geoopt's flag, ``retr`` has an inverse [all factors].
+        injectivity_radius: ``expmap(x, .)`` is injective on tangent vectors shorter than this [smallest].
     """
 
     name = "Manifold"
@@ -107,20 +121,37 @@ class Manifold(geoopt.Manifold):
     dim: int
     ambient_dim: int
     compact: bool = True
-    injectivity_radius: float = math.inf
-    ambient_metric: bool = False
+    has_boundary: bool = False
+    has_geodesics: bool = True
     exact_expmap: bool = True
     piecewise_flat: bool = False
+    ambient_metric: bool = False
+    angle_coordinates: bool = False
     symmetric_random_walk: bool = False
+    injectivity_radius: float = math.inf
+
+    @property
+    def factors(self) -> Tuple["Manifold", ...]:
+        """The factors of a product; ``(self,)`` for any other manifold."""
+        return (self,)
 
     # ------------------------------------------------------------------ geometry (subclasses)
-    def projx(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def projx(self, x: torch.Tensor) -> torch.Tensor:
         """Map ambient coordinates ``[..., ambient_dim]`` to the closest point on the manifold."""
-        raise NotImplementedError
 
-    def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    @abc.abstractmethod
+    def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Project an ambient vector ``u`` onto the tangent space at ``x``; shapes ``[..., ambient_dim]``."""
-        raise NotImplementedError
+
+    def proju_orthogonal(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The orthogonal projection onto the tangent space at ``x`` (for the metric); shapes ``[..., ambient_dim]``.
+
+        Equal to :meth:`proju` except where ``proju`` is deliberately oblique (meshes, whose
+        ``proju`` tilts normal components to keep fluxes continuous across edges). Estimators that
+        need ``E[P eps (P eps)^T] = P`` (Hutchinson's trace) project with this one.
+        """
+        return self.proju(x, u)
 
     def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Turn an ambient vector field's values ``u`` at ``x`` into a tangent field (what a network's output goes through).
@@ -130,45 +161,70 @@ class Manifold(geoopt.Manifold):
         """
         return self.proju(x, u)
 
-    def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    @abc.abstractmethod
+    def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Follow the geodesic from ``x`` with initial velocity ``u`` for unit time."""
-        raise NotImplementedError
 
-    def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    @abc.abstractmethod
+    def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Tangent vector at ``x`` whose exponential is ``y`` (the shortest one)."""
-        raise NotImplementedError
 
-    def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    @abc.abstractmethod
+    def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Parallel transport of ``v`` (tangent at ``x``) along the shortest geodesic to ``y``."""
-        raise NotImplementedError
 
+    def geodesic(self, x: torch.Tensor, u: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Point ``exp_x(t u)`` and velocity ``d/dt exp_x(t u)`` of the geodesic from ``x`` along ``u``.
+
+        With closed-form geometry (``exact_expmap``) the velocity is ``u`` parallel-transported to
+        the point; otherwise it is differentiated with autograd (one backward pass per coordinate).
+        Meshes override this with traced geodesics.
+
+        Args:
+            x: start points ``[..., D]``.
+            u: initial velocities, tangent at ``x``, ``[..., D]``.
+            t: times ``[...]``.
+
+        Returns:
+            ``(x_t [..., D], velocity [..., D])``.
+        """
+        tt = t.unsqueeze(-1)
+        if self.exact_expmap:
+            y = self.expmap(x, tt * u)
+            return y, self.transp(x, y, u)
+        with torch.enable_grad():
+            tg = t.detach().requires_grad_(True)
+            y = self.expmap(x, tg.unsqueeze(-1) * u)
+            cols = [torch.autograd.grad(y[..., k].sum(), tg, retain_graph=True)[0] for k in range(y.shape[-1])]
+        return y.detach(), torch.stack(cols, dim=-1)
+
+    @abc.abstractmethod
     def inner(
         self, x: torch.Tensor, u: torch.Tensor, v: Optional[torch.Tensor] = None, *, keepdim: bool = False
-    ) -> torch.Tensor:  # pragma: no cover
+    ) -> torch.Tensor:
         """Riemannian inner product of tangent vectors at ``x``; shape ``[...]`` (or ``[..., 1]``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def random_base(
         self,
         *shape: Shape,
         dtype: Optional[torch.dtype] = None,
         device: Optional[torch.device] = None,
         generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:  # pragma: no cover
+    ) -> torch.Tensor:
         """Samples of the base distribution, shape ``[*shape, ambient_dim]``."""
-        raise NotImplementedError
 
-    def base_logprob(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    @abc.abstractmethod
+    def base_logprob(self, x: torch.Tensor) -> torch.Tensor:
         """Log-density of the base distribution w.r.t. the Riemannian volume; ``[..., D] -> [...]``."""
-        raise NotImplementedError
 
-    def _check_point_on_manifold(self, x: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5):  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _check_point_on_manifold(self, x: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5):
+        """``(ok, reason)`` for points of the right shape and dtype (see :meth:`check_point`)."""
 
-    def _check_vector_on_tangent(
-        self, x: torch.Tensor, u: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
-    ):  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _check_vector_on_tangent(self, x: torch.Tensor, u: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5):
+        """``(ok, reason)`` for tangent vectors at valid points (see :meth:`check_vector`)."""
 
     # ------------------------------------------------------------------ derived geometry
     @property

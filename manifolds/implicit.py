@@ -229,6 +229,7 @@ class ImplicitSurface(AmbientMetric, Manifold):
     compact = True
     ambient_metric = True
     exact_expmap = False
+    has_geodesics = False
 
     shell = 1e-3
     area_shell = 5e-3

@@ -184,7 +184,7 @@ class Mesh(Manifold):
       fields the intrinsic one (see :mod:`manifold_flows.divergence`).
     * :meth:`proju` maps onto the plane of the face containing the point, tilting the normal
       component of the vector so that the normal flux of projected fields is continuous across
-      edges (see :meth:`proju`); :meth:`tangent_component` is the orthogonal projection.
+      edges (see :meth:`proju`); :meth:`proju_orthogonal` is the orthogonal projection.
     * The base distribution is area-uniform: ``base_logprob = -log(area)``.
     * :meth:`expmap` traces straightest geodesics across faces, :meth:`logmap` and :meth:`dist`
       come from vector heat log maps (potpourri3d; see :mod:`manifolds.geodesics`). They are
@@ -532,14 +532,14 @@ class Mesh(Manifold):
         nrm = self.smooth_normal(x).to(u.dtype)
         return self.proju(x, u - dot(nrm, u, keepdim=True) * nrm)
 
-    def tangent_component(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def proju_orthogonal(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection ``u - <n_f, u> n_f`` onto the face plane (the Riemannian gradient of an ambient one)."""
         n = self.normal(x).to(u.dtype)
         return u - n * dot(n, u, keepdim=True)
 
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient: the orthogonal projection onto the face plane."""
-        return self.tangent_component(x, u)
+        return self.proju_orthogonal(x, u)
 
     def inner(self, x, u, v=None, *, keepdim: bool = False) -> torch.Tensor:
         """Euclidean inner product of tangent vectors; shape ``[...]``."""
@@ -581,7 +581,7 @@ class Mesh(Manifold):
         speed = torch.linalg.vector_norm(uf, dim=-1, keepdim=True)
         velocity = torch.where(moved, out(tangent).reshape(-1, 3) * speed, uf).reshape(shape)  # u itself where t u = 0
         y = self.projx(out(ends))
-        return y, self.tangent_component(y, velocity.detach())
+        return y, self.proju_orthogonal(y, velocity.detach())
 
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The straightest geodesic from ``x`` along ``u`` for length ``|u|``, unfolding faces at edges.

@@ -11,6 +11,12 @@ from ._numerics import safe_sqrt
 from .base import Manifold, batch_shape
 
 
+ALL_FACTORS = ("compact", "has_geodesics", "exact_expmap", "ambient_metric", "symmetric_random_walk", "reversible")
+"""Capabilities a product has when every factor has them."""
+ANY_FACTOR = ("has_boundary", "piecewise_flat")
+"""Properties a product has when any factor has them."""
+
+
 class ProductManifold(Manifold):
     """``M_1 x M_2 x ...`` with the product metric; a point concatenates the factors' coordinates.
 
@@ -30,14 +36,21 @@ class ProductManifold(Manifold):
         for i, m in enumerate(manifolds):
             if not isinstance(m, Manifold):
                 raise TypeError(f"factor {i} must be a manifolds.Manifold, got {type(m).__name__}")
-        self.factors = torch.nn.ModuleList(manifolds)
+        self.parts = torch.nn.ModuleList(manifolds)
         self.sizes: List[int] = [m.ambient_dim for m in manifolds]
         self.dim = sum(m.dim for m in manifolds)
         self.ambient_dim = sum(self.sizes)
-        self.compact = all(m.compact for m in manifolds)
+        # capabilities (see manifolds.Manifold): what every factor can do, or what any factor has
+        for name in ALL_FACTORS:
+            setattr(self, name, all(getattr(m, name) for m in manifolds))
+        for name in ANY_FACTOR:
+            setattr(self, name, any(getattr(m, name) for m in manifolds))
         self.injectivity_radius = min(m.injectivity_radius for m in manifolds)
-        self.ambient_metric = all(m.ambient_metric for m in manifolds)
-        self.symmetric_random_walk = all(m.symmetric_random_walk for m in manifolds)
+
+    @property
+    def factors(self) -> Tuple[Manifold, ...]:
+        """The factor manifolds, in coordinate order (a product of products is not flattened)."""
+        return tuple(self.parts)
 
     def extra_repr(self) -> str:
         return ", ".join(repr(m) for m in self.factors)
@@ -58,6 +71,25 @@ class ProductManifold(Manifold):
     def proju(self, x, u):
         """Tangent projection factor by factor."""
         return self._broadcast_map("proju", x, u)
+
+    def proju_orthogonal(self, x, u):
+        """Orthogonal tangent projection factor by factor."""
+        return self._broadcast_map("proju_orthogonal", x, u)
+
+    def tangent_field(self, x, u):
+        """Each factor's :meth:`~manifolds.Manifold.tangent_field` on its coordinates."""
+        return self._broadcast_map("tangent_field", x, u)
+
+    def geodesic(self, x, u, t):
+        """Each factor's geodesic point and velocity, concatenated."""
+        lead = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1], t.shape)
+        xs, us = (self.split(z.expand(lead + z.shape[-1:])) for z in (x, u))
+        outs = [m.geodesic(a, b, t.expand(lead)) for m, a, b in zip(self.factors, xs, us)]
+        return torch.cat([o[0] for o in outs], dim=-1), torch.cat([o[1] for o in outs], dim=-1)
+
+    def egrad2rgrad(self, x, u):
+        """Riemannian gradient factor by factor."""
+        return self._broadcast_map("egrad2rgrad", x, u)
 
     def expmap(self, x, u):
         """Exponential maps of the factors."""

@@ -38,6 +38,7 @@ class FlatTorus(AmbientMetric, Manifold):
     compact = True
     injectivity_radius = math.pi
     symmetric_random_walk = True
+    angle_coordinates = True
 
     def __init__(self, dim: int = 2):
         super().__init__()

@@ -219,7 +219,7 @@ def test_interpolation_is_exact_for_linear_functions(bunny):
     basis = bunny.face_gradient_basis()
     face = bunny.closest(x)[0]
     grads = (values[bunny.faces[face]].unsqueeze(-1) * basis[face]).sum(1)
-    assert torch.allclose(grads, bunny.tangent_component(x, a.expand(1000, 3)), atol=1e-10)
+    assert torch.allclose(grads, bunny.proju_orthogonal(x, a.expand(1000, 3)), atol=1e-10)
 
 
 def test_normalisations():
