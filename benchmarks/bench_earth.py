@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -27,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "earth.jsonl"
+RESULTS = Path(os.environ.get("BENCH_EARTH_RESULTS", ROOT / "benchmarks" / "results" / "earth.jsonl"))
+"""Where finished runs are appended (``BENCH_EARTH_RESULTS`` overrides it, e.g. to run from a pinned checkout)."""
 RUNS = ROOT / "runs" / "bench-earth"
 PROTOCOLS = {"all": [], "distinct": ["--dedupe"]}
 """The published protocol (random 80/10/10 of all rows) and the duplicate-free one beside it."""

@@ -83,9 +83,9 @@ def sync_debug_checks(device: str) -> List[str]:
                 torch.cuda.set_sync_debug_mode("default")
         net = VectorField(manifold, hidden=64, depth=3).to(device)
         x = manifold.random_base(512, device=device)
-        for label, fn in (("ODE solve (rk4, 20 steps)", lambda: sample(net, 512, manifold=manifold, steps=20,
+        for label, fn in (("ODE solve (rk4, 20 steps)", lambda: sample(net, 512, manifold=manifold, solver_steps=20,
                                                                         device=device)),
-                          ("likelihood (rk4, 20 steps)", lambda: log_likelihood(net, x, manifold=manifold, steps=20))):
+                          ("likelihood (rk4, 20 steps)", lambda: log_likelihood(net, x, manifold=manifold, solver_steps=20))):
             fn()
             torch.cuda.synchronize()
             torch.cuda.set_sync_debug_mode("error")

@@ -180,7 +180,7 @@ def bench_speed(args) -> None:
         obj.net.load_state_dict(torch.load(ck_path, weights_only=False)["ema"])
         field = Counted(obj.field())
         t0 = time.perf_counter()
-        sample(field, args.nfe_points, manifold=sphere, method="dopri5", atol=1e-5, rtol=1e-5,
+        sample(field, args.nfe_points, manifold=sphere, solver="dopri5", atol=1e-5, rtol=1e-5,
                generator=torch.Generator().manual_seed(1), dtype=torch.float32)
         sample_nfe, sample_s = field.n, time.perf_counter() - t0
         field.n = 0
@@ -189,7 +189,7 @@ def bench_speed(args) -> None:
             obj.log_prob(test)
             lik = "0 (explicit: 1 network pass + 3 backward)"
         else:
-            log_likelihood(field, test, manifold=sphere, method="dopri5", atol=1e-5, rtol=1e-5)
+            log_likelihood(field, test, manifold=sphere, solver="dopri5", atol=1e-5, rtol=1e-5)
             lik = str(field.n)
         lik_s = time.perf_counter() - t0
         rows.append(f"| {NAMES[m]} | {sample_nfe} | {sample_s:.1f} | {lik} | {lik_s:.2f} | {4 * args.solver_steps} |")

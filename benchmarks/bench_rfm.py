@@ -192,8 +192,8 @@ def bench_speed(args) -> None:
     timing = []
     for method in ("euler", "rk4"):
         ts = interleaved_medians({
-            "sample": lambda: rfm.sample(n, steps=100, method=method),
-            "loglik": lambda: rfm.log_prob(x, steps=100, method=method),
+            "sample": lambda: rfm.sample(n, solver_steps=100, solver=method),
+            "loglik": lambda: rfm.log_prob(x, solver_steps=100, solver=method),
         }, repeats=3, warmup=1)
         timing.append(f"| {method} | {ts['sample']:.2f} | {ts['loglik']:.2f} |")
     lines += [f"Sampling and exact likelihood of {n:,} points with 100 solver steps (seconds):", "",
@@ -212,7 +212,7 @@ def bench_speed(args) -> None:
         obj.net.load_state_dict(torch.load(Path(cfg.out) / "best.pt", weights_only=False)["ema"])
         test = load_data(cfg)["test"].to(torch.float32)
         for method in ("euler", "rk4"):
-            res[(coupling, method)] = [float(-obj.log_prob(test, steps=s, method=method).mean()) for s in steps_list]
+            res[(coupling, method)] = [float(-obj.log_prob(test, solver_steps=s, solver=method).mean()) for s in steps_list]
         res[(coupling, "target")] = m["target_nll"]
         res[(coupling, "steps")] = cfg.steps
     header = "| coupling | solver | " + " | ".join(str(s) for s in steps_list) + " |"

@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError, data_fingerprint, fingerprint_changes, 
 from .config import DTYPES, TrainConfig, device_problem
 from .evaluation import evaluate_split
 from .objectives import FlowObjective
-from .solvers import available_methods
+from .solvers import SOLVERS, available_solvers
 from .training import Interrupted, train
 
 SAMPLE_FORMATS = (".csv", ".txt", ".npy", ".pt")
@@ -102,8 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _solver_options(args: argparse.Namespace, cfg: TrainConfig) -> None:
     if args.solver is not None:
-        if args.solver not in available_methods():
-            raise ValueError(f"unknown --solver {args.solver!r}; choose from {available_methods()}")
+        if args.solver not in available_solvers():
+            raise ValueError(f"unknown --solver {args.solver!r}; choose from {available_solvers()}")
         cfg.solver = args.solver
     if args.solver_steps is not None:
         if args.solver_steps < 1:
@@ -140,7 +140,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg, data, objective, _ = _load_run(args.checkpoint, args.device, args.allow_data_change)
     _solver_options(args, cfg)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
-    x = objective.sample(args.n, steps=cfg.solver_steps, method=cfg.solver, generator=gen)
+    x = objective.sample(args.n, solver=cfg.solver, solver_steps=cfg.solver_steps, generator=gen)
     out.parent.mkdir(parents=True, exist_ok=True)
     arr = x.detach().double().cpu().numpy()
     if out.suffix == ".npy":
@@ -161,7 +161,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         else:
             header = ",".join(f"x{i}" for i in range(arr.shape[1]))
             np.savetxt(out, arr, delimiter=",", header=header, comments="", fmt="%.8f")
-    how = f"ODE {cfg.solver}" + (f", {cfg.solver_steps} steps" if cfg.solver in ("euler", "midpoint", "rk4") else "")
+    how = f"ODE {cfg.solver}" + (f", {cfg.solver_steps} steps" if cfg.solver in SOLVERS else "")
     chain = getattr(objective, "last_chain", None)
     if chain is not None:
         how += (f", then {chain.local_steps + chain.global_steps} Metropolis-Hastings steps on the explicit density "
@@ -172,7 +172,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .pt checkpoint or a run folder (uses best.pt)")
-    p.add_argument("--solver", default=None, help="ODE solver (default: the run's): " + " | ".join(available_methods()))
+    p.add_argument("--solver", default=None, help="ODE solver (default: the run's): " + " | ".join(available_solvers()))
     p.add_argument("--solver-steps", type=int, default=None, help="fixed solver steps (default: the run's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--allow-data-change", action="store_true",

@@ -159,7 +159,7 @@ class TrainConfig:
     def problems(self) -> List[str]:
         """Every problem :meth:`validate` would raise for, in field order (empty when the config is valid)."""
         from .nets import ACTIVATIONS
-        from .solvers import available_methods
+        from .solvers import available_solvers
 
         out: List[str] = []
         types = {f.name: f.type for f in dataclasses.fields(self)}
@@ -209,8 +209,8 @@ class TrainConfig:
             out.append(f"--uniform must be in [0, 1) (the base density's weight in PPD's target path), got {self.uniform}")
         if self.activation is not None and self.activation not in ACTIVATIONS:
             out.append(f"unknown --activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}")
-        if self.solver not in available_methods():
-            out.append(f"unknown --solver {self.solver!r}; choose from {available_methods()}")
+        if self.solver not in available_solvers():
+            out.append(f"unknown --solver {self.solver!r}; choose from {available_solvers()}")
         choices = {"coupling": ("independent", "ot"), "path": PATHS, "divergence": ("exact", "hutchinson"),
                    "ppd_norm": (1, 2), "dtype": tuple(DTYPES)}
         for name, allowed in choices.items():

@@ -41,7 +41,7 @@ from manifolds import Manifold
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-METHODS = ("exact", "hutchinson")
+ESTIMATORS = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
 
 
@@ -56,7 +56,7 @@ def value_and_divergence(
     t: Union[float, torch.Tensor],
     *,
     manifold: Manifold,
-    method: str = "exact",
+    estimator: str = "exact",
     n_probes: int = 1,
     generator: Optional[torch.Generator] = None,
     create_graph: bool = False,
@@ -69,7 +69,7 @@ def value_and_divergence(
         x: points, shape ``[..., D]`` (on the manifold; off it, ``g`` is the normal extension).
         t: time, a float or 0-dim tensor (converted to ``x``'s dtype and device).
         manifold: the manifold (metric of its coordinates: Sphere, FlatTorus, Euclidean, products).
-        method: ``"exact"`` (trace of the Jacobian, ``D`` backward passes) or ``"hutchinson"``
+        estimator: ``"exact"`` (trace of the Jacobian, ``D`` backward passes) or ``"hutchinson"``
             (stochastic trace estimate, ``n_probes`` backward passes on a replicated batch).
         n_probes: number of Hutchinson probes averaged per point (``"hutchinson"`` only).
         generator: random generator for the probes (on ``x``'s device).
@@ -82,8 +82,8 @@ def value_and_divergence(
     Returns:
         ``(v, div)``: ``v`` of shape ``[..., D]`` and ``div`` of shape ``[...]``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown divergence method {method!r}; valid methods: {list(METHODS)}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown divergence estimator {estimator!r}; choose from {list(ESTIMATORS)}")
     if probe not in PROBES:
         raise ValueError(f"unknown probe distribution {probe!r}; valid: {list(PROBES)}")
     if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
@@ -102,7 +102,7 @@ def value_and_divergence(
         return manifold.proju(p, field(p, t))
 
     with torch.enable_grad():
-        if method == "exact":
+        if estimator == "exact":
             y = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
             v = g(y)
             div = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
@@ -148,7 +148,7 @@ def divergence(
     t: Union[float, torch.Tensor],
     *,
     manifold: Manifold,
-    method: str = "exact",
+    estimator: str = "exact",
     n_probes: int = 1,
     generator: Optional[torch.Generator] = None,
     create_graph: bool = False,
@@ -169,7 +169,7 @@ def divergence(
         x: points on the manifold, shape ``[..., D]``.
         t: time, float or 0-dim tensor.
         manifold: the manifold.
-        method: ``"exact"`` or ``"hutchinson"``.
+        estimator: ``"exact"`` or ``"hutchinson"``.
         n_probes: Hutchinson probes averaged per point.
         generator: random generator for the probes.
         create_graph: keep the graph so the divergence can be backpropagated (Moser Flow training);
@@ -184,7 +184,7 @@ def divergence(
         x,
         t,
         manifold=manifold,
-        method=method,
+        estimator=estimator,
         n_probes=n_probes,
         generator=generator,
         create_graph=create_graph,

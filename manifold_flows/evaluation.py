@@ -18,7 +18,7 @@ def nll(objective: FlowObjective, x: torch.Tensor, net, cfg: TrainConfig, steps:
     Raises:
         FloatingPointError: if any log-likelihood is not finite (never reported as a number).
     """
-    lp = objective.log_prob(x, net=net, steps=steps or cfg.solver_steps, method=cfg.solver)
+    lp = objective.log_prob(x, net=net, solver=cfg.solver, solver_steps=steps or cfg.solver_steps)
     if not torch.isfinite(lp).all():
         raise FloatingPointError(f"non-finite log-likelihood on {int((~torch.isfinite(lp)).sum())} of {lp.numel()} points")
     return float(-lp.mean())
@@ -33,7 +33,7 @@ def evaluate_split(objective: FlowObjective, net, cfg: TrainConfig, data: Dict[s
     """
     metrics: Dict[str, Any] = {
         "test_nll": nll(objective, x, net, cfg),
-        "likelihood": objective.likelihood_method(steps=cfg.solver_steps, method=cfg.solver),
+        "likelihood": objective.likelihood_method(solver=cfg.solver, solver_steps=cfg.solver_steps),
         "base_nll": float(-manifold.base_logprob(x).mean()),
         "n_test": int(x.shape[0]),
     }
@@ -41,5 +41,5 @@ def evaluate_split(objective: FlowObjective, net, cfg: TrainConfig, data: Dict[s
     if target is not None:
         metrics["target_nll"] = float(-target.log_prob(x.to(torch.float64).cpu()).mean())
         metrics["gap"] = metrics["test_nll"] - metrics["target_nll"]
-    metrics.update(objective.diagnostics(x, net, steps=cfg.solver_steps, method=cfg.solver))
+    metrics.update(objective.diagnostics(x, net, solver=cfg.solver, solver_steps=cfg.solver_steps))
     return metrics

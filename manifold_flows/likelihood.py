@@ -24,9 +24,8 @@ import torch
 
 from manifolds import Manifold
 
-from .divergence import METHODS as DIVERGENCE_METHODS
-from .divergence import value_and_divergence
-from .solvers import SOLVERS, _check_method, _check_state, odeint, odeint_augmented, time_grid
+from .divergence import ESTIMATORS, value_and_divergence
+from .solvers import SOLVERS, _check_state, check_solver, odeint, odeint_augmented, time_grid
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -41,9 +40,9 @@ def log_likelihood(
     x1: torch.Tensor,
     *,
     manifold: Manifold,
-    steps: int = 100,
-    method: str = "rk4",
-    divergence_method: str = "exact",
+    solver: str = "rk4",
+    solver_steps: int = 100,
+    divergence: str = "exact",
     n_probes: int = 1,
     generator: Optional[torch.Generator] = None,
     t0: float = 0.0,
@@ -64,40 +63,39 @@ def log_likelihood(
         field: tangent field ``field(x [..., D], t []) -> [..., D]``, treating points independently.
         x1: points on the manifold, shape ``[..., D]`` (projected with ``manifold.projx`` first).
         manifold: the manifold (Sphere, FlatTorus, Euclidean or a product of them).
-        steps: number of fixed steps from ``t1`` to ``t0`` (for adaptive methods only the
-            endpoints are requested from torchdiffeq and ``steps`` is ignored).
-        method: ODE method: ``"euler"``, ``"midpoint"``, ``"rk4"`` or a torchdiffeq name such as ``"dopri5"``.
-        divergence_method: ``"exact"`` or ``"hutchinson"`` (see :func:`manifold_flows.divergence.divergence`).
+        solver: ODE solver: ``"euler"``, ``"midpoint"``, ``"rk4"`` or an adaptive one such as ``"dopri5"``.
+        solver_steps: number of fixed steps from ``t1`` to ``t0`` (adaptive solvers choose their own).
+        divergence: ``"exact"`` or ``"hutchinson"`` (see :func:`manifold_flows.divergence.divergence`).
         n_probes: Hutchinson probes per evaluation.
         generator: random generator for the Hutchinson probes.
         t0: time of the base distribution.
         t1: time of the model distribution (``t1 != t0``; ``t1 < t0`` is allowed).
         return_x0: also return the points ``x0`` reached at ``t0``.
         chunk_size: number of points integrated at once.
-        atol: absolute tolerance of adaptive methods.
-        rtol: relative tolerance of adaptive methods.
+        atol: absolute tolerance of adaptive solvers.
+        rtol: relative tolerance of adaptive solvers.
 
     Returns:
         ``log p_1(x1)`` of shape ``[...]`` in ``x1``'s dtype and device, and with ``return_x0`` the
         tuple ``(log_p, x0)`` with ``x0`` of shape ``[..., D]``.
 
     Raises:
-        ValueError: unknown method or divergence method, bad ``steps``/``chunk_size``, or ``x1``
+        ValueError: unknown solver or divergence estimator, bad ``solver_steps``/``chunk_size``, or ``x1``
             with the wrong trailing dimension.
     """
-    _check_method(method)
+    check_solver(solver)
     _check_state(x1, manifold, "x1")
-    if divergence_method not in DIVERGENCE_METHODS:
-        raise ValueError(f"unknown divergence method {divergence_method!r}; valid methods: {list(DIVERGENCE_METHODS)}")
-    _check_positive_int(steps, "steps")
+    if divergence not in ESTIMATORS:
+        raise ValueError(f"unknown divergence estimator {divergence!r}; choose from {list(ESTIMATORS)}")
+    _check_positive_int(solver_steps, "solver_steps")
     _check_positive_int(chunk_size, "chunk_size")
     _check_positive_int(n_probes, "n_probes")
     D = manifold.ambient_dim
-    grid = time_grid(steps if method in SOLVERS else 1, t0=t1, t1=t0, dtype=x1.dtype)  # on the host: no sync
+    grid = time_grid(solver_steps if solver in SOLVERS else 1, t0=t1, t1=t0, dtype=x1.dtype)  # on the host: no sync
 
     def func(y: torch.Tensor, s: torch.Tensor):
         v, div = value_and_divergence(
-            field, y, s, manifold=manifold, method=divergence_method, n_probes=n_probes, generator=generator
+            field, y, s, manifold=manifold, estimator=divergence, n_probes=n_probes, generator=generator
         )
         return v, div.unsqueeze(-1)
 
@@ -109,7 +107,8 @@ def log_likelihood(
             if chunk.shape[0] == 0:
                 continue
             l0 = torch.zeros(chunk.shape[0], 1, dtype=chunk.dtype, device=chunk.device)
-            x0, l = odeint_augmented(func, chunk, grid, manifold=manifold, a0=l0, method=method, atol=atol, rtol=rtol)
+            x0, l = odeint_augmented(func, chunk, grid, manifold=manifold, a0=l0, solver=solver, atol=atol,
+                                     rtol=rtol)
             logps.append(manifold.base_logprob(x0) + l[:, 0])
             x0s.append(x0)
         if logps:
@@ -126,8 +125,8 @@ def sample(
     n: int,
     *,
     manifold: Manifold,
-    steps: int = 100,
-    method: str = "rk4",
+    solver: str = "rk4",
+    solver_steps: int = 100,
     generator: Optional[torch.Generator] = None,
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,
@@ -144,24 +143,24 @@ def sample(
         field: tangent field ``field(x [..., D], t []) -> [..., D]``.
         n: number of samples.
         manifold: the manifold; ``manifold.random_base`` draws the starting points.
-        steps: number of fixed steps (the adaptive methods choose their own).
-        method: ODE method (see :func:`manifold_flows.solvers.available_methods`).
+        solver: ODE solver (see :func:`manifold_flows.solvers.available_solvers`).
+        solver_steps: number of fixed steps (adaptive solvers choose their own).
         generator: random generator for the base samples.
         dtype: dtype of the samples (default ``torch.get_default_dtype()``).
         device: device of the samples.
         t0: start time (base distribution).
         t1: end time (model distribution).
-        atol: absolute tolerance of adaptive methods.
-        rtol: relative tolerance of adaptive methods.
+        atol: absolute tolerance of adaptive solvers.
+        rtol: relative tolerance of adaptive solvers.
 
     Returns:
         Samples of shape ``[n, D]`` on the manifold.
     """
-    _check_method(method)
-    _check_positive_int(steps, "steps")
+    check_solver(solver)
+    _check_positive_int(solver_steps, "solver_steps")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     with torch.no_grad():
         x0 = manifold.random_base(n, dtype=dtype, device=device, generator=generator)
-        grid = time_grid(steps if method in SOLVERS else 1, t0=t0, t1=t1, dtype=x0.dtype)  # on the host: no sync
-        return odeint(field, x0, grid, manifold=manifold, method=method, atol=atol, rtol=rtol)
+        grid = time_grid(solver_steps if solver in SOLVERS else 1, t0=t0, t1=t1, dtype=x0.dtype)  # on the host
+        return odeint(field, x0, grid, manifold=manifold, solver=solver, atol=atol, rtol=rtol)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from manifolds import Manifold
 
 from .coupling import COUPLINGS, ot_pairing
-from .divergence import METHODS as DIVERGENCE_METHODS
+from .divergence import ESTIMATORS
 from .divergence import value_and_divergence
 from .kde import KernelDensityPath
 from .likelihood import log_likelihood, sample as integrate_samples
@@ -51,19 +52,19 @@ class FlowObjective(nn.Module):
         """The tangent field ``(x, t) -> v`` that transports the base at t=0 to the model at t=1."""
         return net if net is not None else self.net
 
-    def likelihood_method(self, *, steps: int = 100, method: str = "rk4") -> str:
+    def likelihood_method(self, *, solver: str = "rk4", solver_steps: int = 100) -> str:
         """How :meth:`log_prob` computes its numbers with these solver settings (stored beside every NLL)."""
         from .solvers import SOLVERS
 
-        solver = f"{method}, {steps} steps" if method in SOLVERS else f"{method}, adaptive, atol = rtol = 1e-5"
-        return f"augmented ODE from t=1 to t=0 ({solver}), exact divergence"
+        how = f"{solver}, {solver_steps} steps" if solver in SOLVERS else f"{solver}, adaptive, atol = rtol = 1e-5"
+        return f"augmented ODE from t=1 to t=0 ({how}), exact divergence"
 
     @torch.no_grad()
-    def log_prob(
-        self, x: torch.Tensor, *, net: Optional[nn.Module] = None, steps: int = 100, method: str = "rk4", **kwargs
-    ) -> torch.Tensor:
-        """Log-density ``[N]`` of the model at ``x [N, D]`` (w.r.t. the Riemannian volume)."""
-        return log_likelihood(self.field(net), x, manifold=self.manifold, steps=steps, method=method, **kwargs)
+    def log_prob(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, solver: str = "rk4",
+                 solver_steps: int = 100, **kwargs) -> torch.Tensor:
+        """Log-density ``[N]`` of the model at ``x [N, D]`` (w.r.t. the Riemannian volume), by the augmented ODE."""
+        return log_likelihood(self.field(net), x, manifold=self.manifold, solver=solver, solver_steps=solver_steps,
+                              **kwargs)
 
     @torch.no_grad()
     def sample(
@@ -71,8 +72,8 @@ class FlowObjective(nn.Module):
         n: int,
         *,
         net: Optional[nn.Module] = None,
-        steps: int = 100,
-        method: str = "rk4",
+        solver: str = "rk4",
+        solver_steps: int = 100,
         generator: Optional[torch.Generator] = None,
         dtype: Optional[torch.dtype] = None,
         device: Optional[torch.device] = None,
@@ -80,7 +81,7 @@ class FlowObjective(nn.Module):
         """``n`` samples ``[n, D]`` of the model."""
         p = next(self.net.parameters())
         return integrate_samples(
-            self.field(net), n, manifold=self.manifold, steps=steps, method=method, generator=generator,
+            self.field(net), n, manifold=self.manifold, solver=solver, solver_steps=solver_steps, generator=generator,
             dtype=dtype or p.dtype, device=device or p.device,
         )
 
@@ -169,8 +170,8 @@ class MoserFlow(FlowObjective):
         if not manifold.compact or manifold.has_boundary:
             raise ValueError(f"Moser Flow needs a compact manifold without boundary (the divergence theorem makes mu "
                              f"integrate to 1); {manifold} is not one")
-        if divergence not in DIVERGENCE_METHODS:
-            raise ValueError(f"unknown divergence method {divergence!r}; choose from {list(DIVERGENCE_METHODS)}")
+        if divergence not in ESTIMATORS:
+            raise ValueError(f"unknown divergence estimator {divergence!r}; choose from {list(ESTIMATORS)}")
         if not eps > 0 or not lam > 0:
             raise ValueError(f"Moser Flow needs eps > 0 and lam > 0 (without the negative-mass penalty mu need not be "
                              f"a density), got eps={eps}, lam={lam}")
@@ -182,15 +183,16 @@ class MoserFlow(FlowObjective):
             raise ValueError(f"mcmc_steps must be >= 0, got {mcmc_steps}")
         self.eps, self.lam, self.n_uniform, self.n_mass = float(eps), float(lam), n_uniform, int(n_mass)
         self.mcmc_steps = int(mcmc_steps)
+        self._normalizer_cache: Optional[tuple] = None
         self.last_chain: Optional[ChainStats] = None
         self.divergence, self.n_probes = divergence, n_probes
         self.log_volume = math.log(manifold.volume)
 
     def density(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, create_graph: bool = False,
-                method: str = "exact", generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                divergence: str = "exact", generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``mu(x) = nu - div u(x)``, shape ``[...]`` (can be negative; differentiable with ``create_graph``)."""
         u = net if net is not None else self.net
-        _, div = value_and_divergence(lambda y, s: u(y), x, 0.0, manifold=self.manifold, method=method,
+        _, div = value_and_divergence(lambda y, s: u(y), x, 0.0, manifold=self.manifold, estimator=divergence,
                                       n_probes=self.n_probes, generator=generator, create_graph=create_graph)
         return math.exp(-self.log_volume) - div
 
@@ -198,7 +200,7 @@ class MoserFlow(FlowObjective):
         """Moser Flow loss on a data batch ``x1 [B, D]``."""
         m = self.n_uniform or x1.shape[0]
         y = self.manifold.random_base(m, dtype=x1.dtype, device=x1.device, generator=generator)
-        mu = self.density(torch.cat([x1, y]), create_graph=True, method=self.divergence, generator=generator)
+        mu = self.density(torch.cat([x1, y]), create_graph=True, divergence=self.divergence, generator=generator)
         mu_data, mu_unif = mu[: x1.shape[0]], mu[x1.shape[0]:]
         fit = -torch.log(torch.clamp(mu_data, min=self.eps)).mean()
         negative = (self.eps - torch.clamp(mu_unif, max=self.eps)).mean() * math.exp(self.log_volume)
@@ -219,15 +221,24 @@ class MoserFlow(FlowObjective):
             ``(log Z, standard error of log Z)``, 0-dim tensors on the model's device (no host sync).
         """
         p = next(self.net.parameters())
+        u = net if net is not None else self.net
+        key = (tuple(q._version for q in u.parameters()), p.dtype, p.device)
+        cached = self._normalizer_cache
+        if n is None and generator is None and cached is not None and cached[0]() is u and cached[1] == key:
+            return cached[2]  # the same network with the same weights as last time (e.g. the chunks of one figure)
+        cacheable = n is None and generator is None
         n = n or self.n_mass
         gen = generator if generator is not None else torch.Generator(device=p.device).manual_seed(0)
         y = self.manifold.random_base(n, dtype=p.dtype, device=p.device, generator=gen)
         mu = torch.cat([self.density(c, net=net) for c in torch.split(y, 4096)])
         excess = (self.eps - mu).clamp_min(0) * math.exp(self.log_volume)
         z = 1 + excess.mean()
-        return torch.log(z), excess.std() / math.sqrt(n) / z
+        out = (torch.log(z), excess.std() / math.sqrt(n) / z)
+        if cacheable:
+            self._normalizer_cache = (weakref.ref(u), key, out)
+        return out
 
-    def likelihood_method(self, *, steps: int = 100, method: str = "rk4") -> str:
+    def likelihood_method(self, *, solver: str = "rk4", solver_steps: int = 100) -> str:
         """How :meth:`log_prob` computes its numbers (no ODE: the solver settings do not enter)."""
         return (f"explicit log max(eps, mu) - log Z, eps = {self.eps:g}, Z = 1 + Vol E[(eps - mu)+] by Monte Carlo over "
                 f"{self.n_mass} uniform points (log_normalizer, log_normalizer_se)")
@@ -243,13 +254,13 @@ class MoserFlow(FlowObjective):
         log_z, _ = self.log_normalizer(net=net)
         return self.log_density(x, net=net) - log_z
 
-    def ode_log_prob(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, steps: int = 100,
-                     method: str = "rk4", **kwargs) -> torch.Tensor:
-        """Log-likelihood of the *sampler* (the ODE of :meth:`field`) at ``x``, by the augmented ODE."""
-        return super().log_prob(x, net=net, steps=steps, method=method, **kwargs)
+    def ode_log_prob(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, solver: str = "rk4",
+                     solver_steps: int = 100, **kwargs) -> torch.Tensor:
+        """Log-likelihood of the *sampler's ODE* (the flow of :meth:`field`) at ``x``, by the augmented ODE."""
+        return super().log_prob(x, net=net, solver=solver, solver_steps=solver_steps, **kwargs)
 
     @torch.no_grad()
-    def sample(self, n: int, *, net: Optional[nn.Module] = None, steps: int = 100, method: str = "rk4",
+    def sample(self, n: int, *, net: Optional[nn.Module] = None, solver: str = "rk4", solver_steps: int = 100,
                generator: Optional[torch.Generator] = None, dtype: Optional[torch.dtype] = None,
                device: Optional[torch.device] = None, mcmc_steps: Optional[int] = None) -> torch.Tensor:
         """``n`` samples ``[n, D]`` of the normalised density ``max(eps, mu) / Z`` that :meth:`log_prob` reports.
@@ -259,7 +270,8 @@ class MoserFlow(FlowObjective):
         ``mu`` is small, the clamp at ``eps``), see :mod:`manifold_flows.mcmc`. The chain's
         acceptance rates are kept in :attr:`last_chain`.
         """
-        x = super().sample(n, net=net, steps=steps, method=method, generator=generator, dtype=dtype, device=device)
+        x = super().sample(n, net=net, solver=solver, solver_steps=solver_steps, generator=generator, dtype=dtype,
+                           device=device)
         k = self.mcmc_steps if mcmc_steps is None else mcmc_steps
         if k == 0:
             return x
@@ -299,7 +311,8 @@ class MoserFlow(FlowObjective):
         return {"negative_mass": float(neg.mean()), "negative_mass_se": se(neg),
                 "total_mass": float(mu.mean()), "total_mass_se": se(mu)}
 
-    def diagnostics(self, x: torch.Tensor, net: Optional[nn.Module] = None, *, steps: int = 100, method: str = "rk4",
+    def diagnostics(self, x: torch.Tensor, net: Optional[nn.Module] = None, *, solver: str = "rk4",
+                    solver_steps: int = 100,
                     max_points: int = 200, n_mc: int = 100_000, **kwargs) -> Dict[str, Any]:
         """Negative mass, total mass, and the explicit-versus-ODE likelihood agreement on ``x[:max_points]``.
 
@@ -319,7 +332,7 @@ class MoserFlow(FlowObjective):
             return out
         xs = x[:max_points]
         explicit = self.log_prob(xs, net=net)
-        ode = self.ode_log_prob(xs, net=net, steps=steps, method=method)
+        ode = self.ode_log_prob(xs, net=net, solver=solver, solver_steps=solver_steps)
         diff = (explicit - ode).abs()
         out.update(ode_check_points=int(xs.shape[0]), explicit_nll=float(-explicit.mean()), ode_nll=float(-ode.mean()),
                    ode_abs_diff_mean=float(diff.mean()), ode_abs_diff_max=float(diff.max()))
@@ -353,7 +366,7 @@ def ppd_residual(log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     grad = manifold.proju(x, gx.detach())
     dt = gt.detach()
     tt = t.detach()
-    v, div = value_and_divergence(lambda y, s: net(y, tt), x.detach(), 0.0, manifold=manifold, method=divergence,
+    v, div = value_and_divergence(lambda y, s: net(y, tt), x.detach(), 0.0, manifold=manifold, estimator=divergence,
                                   n_probes=n_probes, generator=generator, create_graph=create_graph)
     return dt + div + manifold.inner(x.detach(), grad, v)
 
@@ -385,8 +398,8 @@ class PPD(FlowObjective):
             raise ValueError("PPD learns a time-dependent field: build the network with time_dependent=True")
         if norm not in (1, 2):
             raise ValueError(f"norm must be 1 or 2, got {norm!r}")
-        if divergence not in DIVERGENCE_METHODS:
-            raise ValueError(f"unknown divergence method {divergence!r}; choose from {list(DIVERGENCE_METHODS)}")
+        if divergence not in ESTIMATORS:
+            raise ValueError(f"unknown divergence estimator {divergence!r}; choose from {list(ESTIMATORS)}")
         self.norm, self.kappa1, self.uniform = norm, kappa1, uniform
         self.divergence, self.n_probes = divergence, n_probes
         self.path: Optional[KernelDensityPath] = None

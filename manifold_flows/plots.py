@@ -479,14 +479,14 @@ def plot_model(objective, net, points: torch.Tensor, path: Path, *, cfg=None, n_
     # surfaces (one likelihood per face, projections onto the surface at every step) 20
     cap = 20 if surface else 50
     steps = min(cfg.solver_steps, cap) if cfg is not None else cap
-    method = cfg.solver if cfg is not None else "rk4"
+    solver = cfg.solver if cfg is not None else "rk4"
     if surface:
         n_samples = min(n_samples, 2000)
 
     def log_prob(x: torch.Tensor) -> torch.Tensor:
-        return objective.log_prob(x.to(device=p.device, dtype=p.dtype), net=net, steps=steps, method=method)
+        return objective.log_prob(x.to(device=p.device, dtype=p.dtype), net=net, solver=solver, solver_steps=steps)
 
-    samples = objective.sample(n_samples, net=net, steps=steps, method=method)
+    samples = objective.sample(n_samples, net=net, solver=solver, solver_steps=steps)
     title = f"{cfg.method.upper()} on {cfg.data}" if cfg is not None else ""
     if surface:
         return surface_density(log_prob, m, path, samples=samples, points=points, title=title, max_faces=max_faces)

@@ -25,8 +25,8 @@ How the fixed-step methods (:data:`SOLVERS`) stay on the manifold and keep their
   and 2.7e-3 / 6.7e-4 / 1.7e-4 against 1.3e-2 / 3.1e-3 / 7.8e-4 for the midpoint rule. On the flat
   torus and in Euclidean space both rules coincide with ``expmap``.
 
-The state is projected with ``manifold.projx`` after every step. Adaptive methods (any other
-torchdiffeq method name, e.g. ``"dopri5"``) run torchdiffeq on the ambient state with the extended
+The state is projected with ``manifold.projx`` after every step. Adaptive solvers
+(:data:`ADAPTIVE_SOLVERS`, e.g. ``"dopri5"``) run torchdiffeq on the ambient state with the extended
 field ``g``, and their outputs are projected.
 
 The loops keep tensors on their device: no ``.item()``, no host copies, no branches on tensor
@@ -41,7 +41,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torchdiffeq
-from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 
 from manifolds import Manifold
 
@@ -102,20 +101,21 @@ SOLVERS: Dict[str, RKTableau] = {
 }
 """Fixed-step methods by name; each takes one step between consecutive grid points."""
 
-ADAPTIVE_SOLVERS: Tuple[str, ...] = tuple(sorted(set(_TORCHDIFFEQ_SOLVERS) - set(SOLVERS)))
-"""torchdiffeq method names handled through ``torchdiffeq.odeint`` (the fixed-step names above take precedence)."""
+ADAPTIVE_SOLVERS: Tuple[str, ...] = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "fehlberg2")
+"""Adaptive (error-controlled) torchdiffeq solvers, handled through ``torchdiffeq.odeint``."""
 
 
-def available_methods() -> List[str]:
-    """All method names accepted by :func:`odeint`: the fixed-step ones first, then torchdiffeq's."""
+def available_solvers() -> List[str]:
+    """Every solver name :func:`odeint` accepts: the fixed-step ones first, then the adaptive ones."""
     return list(SOLVERS) + list(ADAPTIVE_SOLVERS)
 
 
-def _check_method(method: str) -> None:
-    if not isinstance(method, str) or (method not in SOLVERS and method not in ADAPTIVE_SOLVERS):
+def check_solver(solver: str) -> None:
+    """Raise ``ValueError`` naming the valid solvers unless ``solver`` is one of them."""
+    if not isinstance(solver, str) or (solver not in SOLVERS and solver not in ADAPTIVE_SOLVERS):
         raise ValueError(
-            f"unknown ODE method {method!r}; fixed-step methods: {sorted(SOLVERS)}, "
-            f"adaptive/torchdiffeq methods: {list(ADAPTIVE_SOLVERS)}"
+            f"unknown ODE solver {solver!r}; fixed-step solvers: {sorted(SOLVERS)}, "
+            f"adaptive solvers: {list(ADAPTIVE_SOLVERS)}"
         )
 
 
@@ -279,7 +279,7 @@ def odeint_augmented(
     *,
     manifold: Manifold,
     a0: Optional[torch.Tensor] = None,
-    method: str = "rk4",
+    solver: str = "rk4",
     return_intermediates: bool = False,
     atol: float = 1e-5,
     rtol: float = 1e-5,
@@ -298,7 +298,7 @@ def odeint_augmented(
         t: time grid, shape ``[T]`` with ``T >= 2``, strictly monotone in either direction.
         manifold: the manifold.
         a0: initial auxiliary state ``[..., K]`` (None when ``func`` returns no ``e``).
-        method: a name of :data:`SOLVERS` or of torchdiffeq's solvers (see :func:`available_methods`).
+        solver: a name of :data:`SOLVERS` or :data:`ADAPTIVE_SOLVERS` (see :func:`available_solvers`).
         return_intermediates: return the states at every grid point instead of the last.
         atol: absolute tolerance of adaptive methods.
         rtol: relative tolerance of adaptive methods.
@@ -308,7 +308,7 @@ def odeint_augmented(
         ``(x, a)``: ``x`` of shape ``[..., D]`` (``[T, ..., D]`` with ``return_intermediates``) and
         ``a`` of shape ``[..., K]`` (``[T, ..., K]``), or None when ``a0`` is None.
     """
-    _check_method(method)
+    check_solver(solver)
     _check_state(x0, manifold)
     t = check_time_grid(t, dtype=x0.dtype, device=x0.device)
     if a0 is not None:
@@ -320,8 +320,8 @@ def odeint_augmented(
     x = manifold.projx(x0)
     a = a0
 
-    if method in SOLVERS:
-        tableau = SOLVERS[method]
+    if solver in SOLVERS:
+        tableau = SOLVERS[solver]
         xs, as_ = [x], [a]
         for i in range(t.shape[0] - 1):
             ti = t[i]
@@ -341,7 +341,7 @@ def odeint_augmented(
         def rhs(s, y):
             return func(y, s)[0]
 
-        ys = torchdiffeq.odeint(rhs, x, t, method=method, atol=atol, rtol=rtol, options=options)
+        ys = torchdiffeq.odeint(rhs, x, t, method=solver, atol=atol, rtol=rtol, options=options)
         ys = manifold.projx(ys)
         return (ys if return_intermediates else ys[-1]), None
 
@@ -349,7 +349,7 @@ def odeint_augmented(
         v, e = func(state[0], s)
         return v, e
 
-    ys, aa = torchdiffeq.odeint(rhs_aug, (x, a0), t, method=method, atol=atol, rtol=rtol, options=options)
+    ys, aa = torchdiffeq.odeint(rhs_aug, (x, a0), t, method=solver, atol=atol, rtol=rtol, options=options)
     ys = manifold.projx(ys)
     if return_intermediates:
         return ys, aa
@@ -362,7 +362,7 @@ def odeint(
     t,
     *,
     manifold: Manifold,
-    method: str = "rk4",
+    solver: str = "rk4",
     return_intermediates: bool = False,
     atol: float = 1e-5,
     rtol: float = 1e-5,
@@ -383,7 +383,7 @@ def odeint(
         t: time grid, shape ``[T]``, ``T >= 2``, strictly increasing or strictly decreasing (see
             :func:`time_grid`); converted to ``x0``'s dtype and device.
         manifold: the manifold the points live on.
-        method: integration method (see :func:`available_methods`).
+        solver: the solver (see :func:`available_solvers`).
         return_intermediates: return the states at all ``T`` grid points (the first being the
             projected ``x0``) instead of the final state.
         atol: absolute tolerance (adaptive methods only).
@@ -394,13 +394,13 @@ def odeint(
         The state at ``t[-1]``, shape ``[..., D]``, or ``[T, ..., D]`` with ``return_intermediates``.
 
     Raises:
-        ValueError: unknown method, malformed time grid, or ``x0`` with the wrong trailing dimension.
+        ValueError: unknown solver, malformed time grid, or ``x0`` with the wrong trailing dimension.
 
     Example:
         >>> sphere = Sphere(2)
         >>> x1 = odeint(field, sphere.random_base(100), time_grid(50), manifold=sphere)
     """
-    _check_method(method)
+    check_solver(solver)
     _check_state(x0, manifold)
     g = extend_field(field, manifold)
 
@@ -412,7 +412,7 @@ def odeint(
         x0,
         t,
         manifold=manifold,
-        method=method,
+        solver=solver,
         return_intermediates=return_intermediates,
         atol=atol,
         rtol=rtol,

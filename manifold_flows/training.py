@@ -287,7 +287,7 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
     ema.model.load_state_dict(best["ema"])
     metrics = evaluate_split(objective, ema.model, cfg, data, test_x, manifold)
     metrics.update(
-        val_nll=best["val_nll"], val_likelihood=objective.likelihood_method(steps=cfg.val_solver_steps, method=cfg.solver),
+        val_nll=best["val_nll"], val_likelihood=objective.likelihood_method(solver=cfg.solver, solver_steps=cfg.val_solver_steps),
         best_step=best["step"], steps=step, train_seconds=round(train_seconds, 2),
         steps_per_second=round(step / max(train_seconds, 1e-9), 3),
         world_size=world, history=history, resumes=resumes, config=asdict(cfg), objective=objective_info,

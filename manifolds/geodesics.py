@@ -38,6 +38,8 @@ def _require_potpourri3d():
         raise ImportError(
             "exp/log maps and geodesic distances on meshes need potpourri3d (pip install potpourri3d)"
         ) from err
+    if not hasattr(potpourri3d, "GeodesicTracer"):  # an ImportError: an AttributeError here would be masked
+        raise ImportError("exp maps on meshes need potpourri3d >= 1.1 (GeodesicTracer); pip install -U potpourri3d")
     return potpourri3d
 
 

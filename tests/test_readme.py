@@ -9,8 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # matplotlib releases before 3.10.8 call pyparsing names that pyparsing 3.3 deprecates; that noise is
-# theirs (attributed to matplotlib._fontconfig_pattern), not this package's
-THIRD_PARTY_NOISE = ("-W", "ignore::DeprecationWarning:matplotlib._fontconfig_pattern")
+# theirs (attributed to these modules of matplotlib), not this package's
+THIRD_PARTY_NOISE = ("-W", "ignore::DeprecationWarning:matplotlib._fontconfig_pattern",
+                     "-W", "ignore::DeprecationWarning:matplotlib._mathtext")
 BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
 

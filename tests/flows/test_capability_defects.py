@@ -30,8 +30,8 @@ def test_hutchinson_divergence_is_unbiased_on_meshes():
         for p in net.parameters():
             p.mul_(3.0)
     x = mesh.random_base(6, dtype=F64, generator=torch.Generator().manual_seed(1))
-    _, exact = value_and_divergence(lambda y, s: net(y), x, 0.0, manifold=mesh, method="exact")
-    _, est = value_and_divergence(lambda y, s: net(y), x, 0.0, manifold=mesh, method="hutchinson", n_probes=40_000,
+    _, exact = value_and_divergence(lambda y, s: net(y), x, 0.0, manifold=mesh, estimator="exact")
+    _, est = value_and_divergence(lambda y, s: net(y), x, 0.0, manifold=mesh, estimator="hutchinson", n_probes=40_000,
                                   generator=torch.Generator().manual_seed(2), probe="gaussian")
     # measured: 0.022 with orthogonal probes (Monte Carlo error), 0.13 with the oblique ones
     assert (est - exact).abs().mean() < 0.06, (est - exact).abs().mean()
@@ -64,7 +64,7 @@ def test_euler_steps_on_a_product_with_an_implicit_surface():
     torch.manual_seed(0)
     net = VectorField(p, hidden=8, depth=1).to(F64)
     x0 = p.random_base(16, dtype=F64, generator=torch.Generator().manual_seed(1))
-    x1 = odeint(net, x0, time_grid(4, dtype=F64), manifold=p, method="euler")  # used to call expmap, which raises
+    x1 = odeint(net, x0, time_grid(4, dtype=F64), manifold=p, solver="euler")  # used to call expmap, which raises
     assert p.check_point(x1)[0]
 
 

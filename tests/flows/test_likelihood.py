@@ -105,13 +105,13 @@ def test_hutchinson_is_unbiased(name, probe):
     n = 4000
     # n single-probe estimates per point (the batch replicated), their mean and spread
     singles = divergence(
-        field, x.expand(n, 6, x.shape[-1]), t, manifold=manifold, method="hutchinson", probe=probe, generator=gen(1)
+        field, x.expand(n, 6, x.shape[-1]), t, manifold=manifold, estimator="hutchinson", probe=probe, generator=gen(1)
     )
     est, std = singles.mean(0), singles.std(0)
     assert (std > 1e-3).all()  # the estimator is noisy, so the test says something
     assert ((est - exact).abs() < 5 * std / math.sqrt(n)).all(), (est, exact)
     # n_probes averages probes inside one call: same mean within the same bound
-    est2 = divergence(field, x, t, manifold=manifold, method="hutchinson", n_probes=n, probe=probe, generator=gen(2))
+    est2 = divergence(field, x, t, manifold=manifold, estimator="hutchinson", n_probes=n, probe=probe, generator=gen(2))
     assert ((est2 - exact).abs() < 5 * std / math.sqrt(n)).all(), (est2, exact)
 
 
@@ -121,7 +121,7 @@ def test_hutchinson_probes_are_tangent():
     sphere = mf.Sphere(2)
     a = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
     x = sphere.projx(torch.tensor([[0.3, 0.2, 0.9]], dtype=F64)).expand(200, 3)
-    est = divergence(gradient_field(sphere, a), x, 0.0, manifold=sphere, method="hutchinson", generator=gen(0))
+    est = divergence(gradient_field(sphere, a), x, 0.0, manifold=sphere, estimator="hutchinson", generator=gen(0))
     assert (est * (x @ a) <= 1e-12).all()
 
 
@@ -132,7 +132,7 @@ def test_divergence_create_graph_for_training():
     x = sphere.random_base(30, dtype=F64, generator=gen(1))
     field = lambda x, t: w * sphere.proju(x, a.expand_as(x))  # noqa: E731
     for method, kw in [("exact", {}), ("hutchinson", dict(n_probes=3, generator=gen(2)))]:
-        div = divergence(field, x, 0.0, manifold=sphere, method=method, create_graph=True, **kw)
+        div = divergence(field, x, 0.0, manifold=sphere, estimator=method, create_graph=True, **kw)
         assert div.requires_grad
         (g,) = torch.autograd.grad(div.sum(), w)
         if method == "exact":
@@ -163,13 +163,13 @@ def test_divergence_bad_input():
     x = sphere.random_base(3)
     f = gradient_field(sphere, torch.ones(3))
     with pytest.raises(ValueError, match="exact.*hutchinson"):
-        divergence(f, x, 0.0, manifold=sphere, method="trace")
+        divergence(f, x, 0.0, manifold=sphere, estimator="trace")
     with pytest.raises(ValueError, match="n_probes"):
-        divergence(f, x, 0.0, manifold=sphere, method="hutchinson", n_probes=0)
+        divergence(f, x, 0.0, manifold=sphere, estimator="hutchinson", n_probes=0)
     with pytest.raises(ValueError, match="trailing dimension"):
         divergence(f, torch.ones(3, 4), 0.0, manifold=sphere)
     with pytest.raises(ValueError, match="probe"):
-        divergence(f, x, 0.0, manifold=sphere, method="hutchinson", probe="uniform")
+        divergence(f, x, 0.0, manifold=sphere, estimator="hutchinson", probe="uniform")
 
 
 # ----------------------------------------------------------------------------- likelihood
@@ -187,7 +187,7 @@ def test_likelihood_on_circle_torus_matches_closed_form(t0, t1):
     torus = mf.FlatTorus(1)
     x1 = torus.random_base(200, dtype=F64, generator=gen(0))
     field = lambda x, t: torch.sin(x)  # noqa: E731
-    logp, x0 = log_likelihood(field, x1, manifold=torus, steps=100, t0=t0, t1=t1, return_x0=True)
+    logp, x0 = log_likelihood(field, x1, manifold=torus, solver_steps=100, t0=t0, t1=t1, return_x0=True)
     T = t1 - t0
     torch.testing.assert_close(logp, torus1_logp(x1[:, 0], T), atol=1e-8, rtol=0)
     # the base point: tan(x_0/2) = tan(x_1/2) e^-T
@@ -200,7 +200,7 @@ def test_likelihood_other_methods(method, steps, tol):
     torus = mf.FlatTorus(1)
     x1 = torus.random_base(50, dtype=F64, generator=gen(1))
     field = lambda x, t: torch.sin(x)  # noqa: E731
-    logp = log_likelihood(field, x1, manifold=torus, steps=steps, method=method, atol=1e-9, rtol=1e-9)
+    logp = log_likelihood(field, x1, manifold=torus, solver_steps=steps, solver=method, atol=1e-9, rtol=1e-9)
     assert (logp - torus1_logp(x1[:, 0], 1.0)).abs().max() < tol
 
 
@@ -212,7 +212,7 @@ def test_likelihood_of_gradient_flow_on_sphere_matches_closed_form(d):
     a = 0.8 * torch.randn(d + 1, dtype=F64, generator=gen(d))
     x1 = sphere.random_base(300, dtype=F64, generator=gen(10 + d))
     T = 1.3
-    logp = log_likelihood(gradient_field(sphere, a), x1, manifold=sphere, steps=100, t0=0.2, t1=0.2 + T)
+    logp = log_likelihood(gradient_field(sphere, a), x1, manifold=sphere, solver_steps=100, t0=0.2, t1=0.2 + T)
     s, z = float(a.norm()) * T, x1 @ (a / a.norm())
     ref = -math.log(sphere.volume) - d * torch.log(math.cosh(s) - z * math.sinh(s))
     torch.testing.assert_close(logp, ref, atol=1e-7, rtol=0)
@@ -224,7 +224,7 @@ def test_divergence_free_rotation_keeps_uniform_density():
     field = lambda x, t: (1 + 2 * t) * torch.linalg.cross(x, ez.expand_as(x))  # noqa: E731
     x1 = sphere.random_base(100, dtype=F64, generator=gen(0))
     for method in ("exact", "hutchinson"):
-        logp = log_likelihood(field, x1, manifold=sphere, steps=20, divergence_method=method, generator=gen(1))
+        logp = log_likelihood(field, x1, manifold=sphere, solver_steps=20, divergence=method, generator=gen(1))
         torch.testing.assert_close(logp, torch.full_like(logp, -math.log(4 * math.pi)), atol=1e-10, rtol=0)
 
 
@@ -233,7 +233,7 @@ def test_likelihood_of_network_integrates_to_one():
     sphere = mf.Sphere(2)
     field = MLPField(sphere, seed=3)
     x1 = sphere.random_base(4000, dtype=F64, generator=gen(0))
-    logp, x0 = log_likelihood(field, x1, manifold=sphere, steps=10, return_x0=True, chunk_size=1500)
+    logp, x0 = log_likelihood(field, x1, manifold=sphere, solver_steps=10, return_x0=True, chunk_size=1500)
     ratio = torch.exp(logp + math.log(4 * math.pi))
     assert ratio.std() > 0.05  # the flow is not trivial
     assert abs(float(ratio.mean()) - 1.0) < 4 * float(ratio.std()) / math.sqrt(4000)
@@ -246,13 +246,13 @@ def test_likelihood_of_network_integrates_to_one():
 def test_likelihood_chunks_and_batch_shape():
     torus = mf.FlatTorus(2)
     x1 = torus.random_base(3, 7, dtype=F64, generator=gen(0))
-    full = log_likelihood(torus_field, x1, manifold=torus, steps=10)
-    chunked, x0 = log_likelihood(torus_field, x1, manifold=torus, steps=10, chunk_size=4, return_x0=True)
+    full = log_likelihood(torus_field, x1, manifold=torus, solver_steps=10)
+    chunked, x0 = log_likelihood(torus_field, x1, manifold=torus, solver_steps=10, chunk_size=4, return_x0=True)
     assert full.shape == (3, 7) and x0.shape == (3, 7, 2)
     torch.testing.assert_close(full, chunked, atol=1e-13, rtol=0)
-    empty = log_likelihood(torus_field, x1[:0], manifold=torus, steps=10)
+    empty = log_likelihood(torus_field, x1[:0], manifold=torus, solver_steps=10)
     assert empty.shape == (0, 7)
-    f32 = log_likelihood(torus_field, x1.float(), manifold=torus, steps=10)
+    f32 = log_likelihood(torus_field, x1.float(), manifold=torus, solver_steps=10)
     assert f32.dtype == torch.float32
     torch.testing.assert_close(f32.double(), full, atol=1e-4, rtol=0)
 
@@ -260,9 +260,9 @@ def test_likelihood_chunks_and_batch_shape():
 def test_hutchinson_likelihood_is_close_to_exact():
     torus = mf.FlatTorus(2)
     x1 = torus.random_base(20, dtype=F64, generator=gen(0))
-    exact = log_likelihood(torus_field, x1, manifold=torus, steps=20)
+    exact = log_likelihood(torus_field, x1, manifold=torus, solver_steps=20)
     est = log_likelihood(
-        torus_field, x1, manifold=torus, steps=20, divergence_method="hutchinson", n_probes=2000, generator=gen(1)
+        torus_field, x1, manifold=torus, solver_steps=20, divergence="hutchinson", n_probes=2000, generator=gen(1)
     )
     assert (est - exact).abs().max() < 0.05
 
@@ -270,12 +270,12 @@ def test_hutchinson_likelihood_is_close_to_exact():
 def test_sample_follows_the_closed_form_flow():
     torus = mf.FlatTorus(1)
     field = lambda x, t: torch.sin(x)  # noqa: E731
-    x = sample(field, 500, manifold=torus, steps=100, generator=gen(5), dtype=F64, t0=0.0, t1=1.0)
+    x = sample(field, 500, manifold=torus, solver_steps=100, generator=gen(5), dtype=F64, t0=0.0, t1=1.0)
     assert x.shape == (500, 1) and x.dtype == F64 and not x.requires_grad
     x0 = torus.random_base(500, dtype=F64, generator=gen(5))
     ref = torus.projx(2 * torch.atan(torch.tan(x0 / 2) * math.e))
     assert torus.dist(x, ref).max() < 1e-8
-    s = sample(MLPField(mf.Sphere(2)), 10, manifold=mf.Sphere(2), steps=5, method="dopri5", dtype=F64)
+    s = sample(MLPField(mf.Sphere(2)), 10, manifold=mf.Sphere(2), solver_steps=5, solver="dopri5", dtype=F64)
     assert s.shape == (10, 3) and mf.Sphere(2).check_point(s)[0]
 
 
@@ -283,15 +283,15 @@ def test_likelihood_bad_input():
     sphere = mf.Sphere(2)
     x1 = sphere.random_base(4)
     f = gradient_field(sphere, torch.ones(3))
-    with pytest.raises(ValueError, match="unknown ODE method"):
-        log_likelihood(f, x1, manifold=sphere, method="leapfrog")
-    with pytest.raises(ValueError, match="unknown divergence method"):
-        log_likelihood(f, x1, manifold=sphere, divergence_method="trace")
+    with pytest.raises(ValueError, match="unknown ODE solver"):
+        log_likelihood(f, x1, manifold=sphere, solver="leapfrog")
+    with pytest.raises(ValueError, match="unknown divergence estimator"):
+        log_likelihood(f, x1, manifold=sphere, divergence="trace")
     with pytest.raises(ValueError, match="trailing dimension"):
         log_likelihood(f, torch.ones(4, 2), manifold=sphere)
     with pytest.raises(ValueError, match="chunk_size"):
         log_likelihood(f, x1, manifold=sphere, chunk_size=0)
     with pytest.raises(ValueError, match="differ"):
         log_likelihood(f, x1, manifold=sphere, t0=1.0, t1=1.0)
-    with pytest.raises(ValueError, match="unknown ODE method"):
-        sample(f, 3, manifold=sphere, method="leapfrog")
+    with pytest.raises(ValueError, match="unknown ODE solver"):
+        sample(f, 3, manifold=sphere, solver="leapfrog")

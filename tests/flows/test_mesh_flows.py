@@ -128,8 +128,8 @@ def test_ode_likelihood_on_the_mesh_integrates_to_one(bunny):
         return bunny.proju(x, w - (w * nrm).sum(-1, keepdim=True) * nrm)
 
     x = bunny.random_base(400, dtype=torch.float64, generator=g)
-    coarse = log_likelihood(field, x, manifold=bunny, steps=40)
-    fine = log_likelihood(field, x, manifold=bunny, steps=80)
+    coarse = log_likelihood(field, x, manifold=bunny, solver_steps=40)
+    fine = log_likelihood(field, x, manifold=bunny, solver_steps=80)
     assert coarse.std() > 0.4  # the flow moves mass: the identity below is not trivial
     ratio = fine.exp() * bunny.area
     se = float(ratio.std() / math.sqrt(len(ratio)))
@@ -141,7 +141,7 @@ def test_moser_diagnostics_on_a_mesh_skip_the_ode_check(bunny):
     torch.manual_seed(0)
     net = VectorField(bunny, 16, 1, time_dependent=False).double()
     obj = MoserFlow(bunny, net)
-    out = obj.diagnostics(bunny.random_base(10, dtype=torch.float64), steps=4, n_mc=2000)
+    out = obj.diagnostics(bunny.random_base(10, dtype=torch.float64), solver_steps=4, n_mc=2000)
     assert "edges" in out["ode_check"] and "ode_nll" not in out
     assert abs(out["total_mass"] - 1) < 4 * out["total_mass_se"] + 1e-3, out
 

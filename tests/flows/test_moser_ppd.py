@@ -135,9 +135,9 @@ def test_moser_explicit_and_ode_likelihoods_agree(manifold):
     x = manifold.random_base(40, dtype=F64, generator=gen(5))
     explicit = mf.log_prob(x)
     assert (explicit - manifold.base_logprob(x)).abs().max() > 0.05  # far from the base: a real check
-    ode = mf.ode_log_prob(x, steps=40, method="rk4")
+    ode = mf.ode_log_prob(x, solver_steps=40, solver="rk4")
     torch.testing.assert_close(ode, explicit, atol=1e-5, rtol=0)
-    d = mf.diagnostics(x, steps=40, n_mc=10_000)
+    d = mf.diagnostics(x, solver_steps=40, n_mc=10_000)
     assert d["ode_abs_diff_max"] < 1e-5 and d["negative_mass"] == 0
 
 
@@ -145,7 +145,7 @@ def test_moser_samples_follow_the_density():
     # samples of the ODE sampler against the explicit density: E[<a, x>] under mu
     a = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
     mf = MoserFlow(Sphere(2), ProjectedConstant([0.0, 0.0, 0.03]))
-    x = mf.sample(20_000, steps=50, generator=gen(6), dtype=F64)
+    x = mf.sample(20_000, solver_steps=50, generator=gen(6), dtype=F64)
     # mu = 1/(4 pi) + 0.06 z; E[z] = int z mu = 0.06 * 4 pi / 3
     assert float((x @ a).mean()) == pytest.approx(0.06 * 4 * math.pi / 3, abs=0.015)
 
@@ -156,7 +156,7 @@ def test_moser_hutchinson_density_is_unbiased():
     mf = MoserFlow(manifold, net, divergence="hutchinson", n_probes=1)
     x = manifold.random_base(8, dtype=F64, generator=gen())
     exact = mf.density(x)
-    draws = torch.stack([mf.density(x, method="hutchinson", generator=gen(i)) for i in range(2000)])
+    draws = torch.stack([mf.density(x, divergence="hutchinson", generator=gen(i)) for i in range(2000)])
     se = draws.std(0) / math.sqrt(draws.shape[0])
     assert draws.std(0).min() > 0.01  # the estimator is random ...
     assert ((draws.mean(0) - exact).abs() < 5 * se).all()  # ... and unbiased
@@ -252,7 +252,7 @@ def test_ppd_loss_trains_and_needs_a_path():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
-    nll = float(-ppd.log_prob(data[1000:1100], steps=20).mean())
+    nll = float(-ppd.log_prob(data[1000:1100], solver_steps=20).mean())
     assert nll < math.log(4 * math.pi) - 0.3
 
 
@@ -374,7 +374,7 @@ def test_moser_sampler_matches_the_explicit_density(c):
     expected = _band_masses(c, 1e-5, edges) * n
     chi2 = {}
     for k in (0, 40):
-        x = mf.sample(n, steps=10, method="rk4", generator=gen(5), dtype=F64, mcmc_steps=k)
+        x = mf.sample(n, solver_steps=10, solver="rk4", generator=gen(5), dtype=F64, mcmc_steps=k)
         counts = torch.histc(x[:, 2], bins=bands, min=-1, max=1)
         chi2[k] = float(((counts - expected) ** 2 / expected).sum())
     # chi-square with 19 degrees of freedom: 99.9% quantile 43.8

@@ -100,8 +100,8 @@ def test_solves_likelihoods_and_sampling_do_not_sync(name, solver):
     x = manifold.random_base(40, generator=torch.Generator().manual_seed(1))
 
     def run():
-        sample(net, 40, manifold=manifold, steps=4, method=solver, generator=torch.Generator().manual_seed(3))
-        log_likelihood(net, x, manifold=manifold, steps=4, method=solver)
+        sample(net, 40, manifold=manifold, solver_steps=4, solver=solver, generator=torch.Generator().manual_seed(3))
+        log_likelihood(net, x, manifold=manifold, solver_steps=4, solver=solver)
 
     run()
     w = SyncWatch()
@@ -117,7 +117,7 @@ def test_moser_sampler_does_not_sync_in_its_loops():
     mf = MoserFlow(manifold, net, mcmc_steps=6)
     w = SyncWatch()
     with w:
-        mf.sample(30, steps=3, generator=torch.Generator().manual_seed(3))
+        mf.sample(30, solver_steps=3, generator=torch.Generator().manual_seed(3))
     # the chain's summary (acceptance rates) is read once, after the loop: at most 3 reads
     assert len(w.syncs) <= 3, sorted(set(w.syncs))
 
@@ -143,7 +143,7 @@ def test_cuda_training_and_solves_under_sync_debug_mode(method):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        sample(net if method != "moser" else objective.field(), 16, manifold=manifold, steps=3, generator=gen,
+        sample(net if method != "moser" else objective.field(), 16, manifold=manifold, solver_steps=3, generator=gen,
                device="cuda")
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -158,8 +158,8 @@ def test_plot_model_on_a_mesh(tmp_path, bunny):
     objective = MoserFlow(bunny, net)
     seen = {}
 
-    def sample(n, *, net=None, steps=100, method="rk4", **kwargs):
-        seen.update(n=n, steps=steps, method=method)
+    def sample(n, *, net=None, solver_steps=100, solver="rk4", **kwargs):
+        seen.update(n=n, solver_steps=solver_steps, solver=solver)
         return bunny.random_base(n, dtype=torch.float64)
 
     objective.sample = sample
@@ -168,7 +168,7 @@ def test_plot_model_on_a_mesh(tmp_path, bunny):
     evaluated = []
 
     def recording_log_prob(x, **kwargs):
-        evaluated.append((x.shape[0], kwargs.get("steps")))
+        evaluated.append((x.shape[0], kwargs.get("solver_steps")))
         return log_prob(x, **kwargs)
 
     objective.log_prob = recording_log_prob
@@ -176,5 +176,5 @@ def test_plot_model_on_a_mesh(tmp_path, bunny):
                       n_samples=5000, max_faces=800)
     assert path == tmp_path / "density.png"
     _png_ok(path)
-    assert seen == dict(n=2000, steps=20, method="rk4")
+    assert seen == dict(n=2000, solver_steps=20, solver="rk4")
     assert sum(n for n, _ in evaluated) == 800 and {s for _, s in evaluated} == {20}

@@ -9,7 +9,7 @@ import manifolds as mf
 from manifold_flows.solvers import (
     ADAPTIVE_SOLVERS,
     SOLVERS,
-    available_methods,
+    available_solvers,
     odeint,
     rk_step,
     time_grid,
@@ -54,7 +54,7 @@ def test_rotation_matches_exact_flow(method, steps, tol, ta, tb):
     sphere = mf.Sphere(2)
     x0 = sphere_points()
     xs = odeint(
-        rotation_field, x0, time_grid(steps, t0=ta, t1=tb, dtype=F64), manifold=sphere, method=method,
+        rotation_field, x0, time_grid(steps, t0=ta, t1=tb, dtype=F64), manifold=sphere, solver=method,
         return_intermediates=True,
     )
     grid = time_grid(steps, t0=ta, t1=tb, dtype=F64)
@@ -72,7 +72,7 @@ def test_convergence_order_on_sphere(method):
     order = SOLVERS[method].order
     errs = []
     for steps in (40, 80):
-        x = odeint(rotation_field, x0, time_grid(steps, t0=0.3, t1=1.7, dtype=F64), manifold=sphere, method=method)
+        x = odeint(rotation_field, x0, time_grid(steps, t0=0.3, t1=1.7, dtype=F64), manifold=sphere, solver=method)
         errs.append((x - exact_rotation(x0, 0.3, 1.7)).abs().max())
     assert errs[0] / errs[1] > 2 ** (order - 0.25)
 
@@ -83,7 +83,7 @@ def test_rk4_on_nonuniform_grid():
     u = torch.rand(300, dtype=F64, generator=torch.Generator().manual_seed(3))
     grid = torch.cat([torch.tensor([0.2], dtype=F64), 0.2 + 1.3 * torch.sort(u).values, torch.tensor([1.5], dtype=F64)])
     grid = torch.unique(grid)
-    xs = odeint(rotation_field, x0, grid, manifold=sphere, method="rk4", return_intermediates=True)
+    xs = odeint(rotation_field, x0, grid, manifold=sphere, solver="rk4", return_intermediates=True)
     assert xs.shape == (grid.shape[0],) + x0.shape
     for i in range(0, grid.shape[0], 37):
         assert (xs[i] - exact_rotation(x0, 0.2, float(grid[i]))).abs().max() < 1e-7
@@ -96,7 +96,7 @@ def test_adaptive_matches_rotation(method, tol, ta, tb):
     x0 = sphere_points()
     grid = time_grid(5, t0=ta, t1=tb, dtype=F64)
     xs = odeint(
-        rotation_field, x0, grid, manifold=sphere, method=method, atol=1e-10, rtol=1e-10, return_intermediates=True
+        rotation_field, x0, grid, manifold=sphere, solver=method, atol=1e-10, rtol=1e-10, return_intermediates=True
     )
     assert xs.shape == (6,) + x0.shape
     for i in range(6):
@@ -123,7 +123,7 @@ def smooth_field(manifold, seed=0):
 def test_states_stay_on_manifold_every_step(manifold, method):
     x0 = manifold.random_base(64, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
     # large steps on purpose: a float32 state must still be on the manifold after each of them
-    xs = odeint(smooth_field(manifold), x0, time_grid(12, t0=0.0, t1=3.0), manifold=manifold, method=method,
+    xs = odeint(smooth_field(manifold), x0, time_grid(12, t0=0.0, t1=3.0), manifold=manifold, solver=method,
                 return_intermediates=True)
     assert xs.shape == (13, 64, manifold.ambient_dim)
     assert xs.dtype == torch.float32
@@ -145,7 +145,7 @@ def test_forward_then_backward_returns_start(name, method, tol):
     x0 = manifold.random_base(32, dtype=F64, generator=torch.Generator().manual_seed(1))
     grid = time_grid(100, t0=0.2, t1=1.0, dtype=F64)
     field = smooth_field(manifold, seed=2)
-    kw = dict(manifold=manifold, method=method, atol=1e-11, rtol=1e-11)
+    kw = dict(manifold=manifold, solver=method, atol=1e-11, rtol=1e-11)
     x1 = odeint(field, x0, grid, **kw)
     assert manifold.dist(x0, x1).min() > 1e-2  # it moved
     back = odeint(field, x1, grid.flip(0), **kw)
@@ -160,7 +160,7 @@ def test_euler_is_exact_for_geodesic_flows():
     def cond_field(x, t):
         return sphere.logmap(x, xb) / (1.0 - t)
 
-    x = odeint(cond_field, xa, time_grid(7, t0=0.0, t1=0.9, dtype=F64), manifold=sphere, method="euler")
+    x = odeint(cond_field, xa, time_grid(7, t0=0.0, t1=0.9, dtype=F64), manifold=sphere, solver="euler")
     torch.testing.assert_close(x, sphere.expmap(xa, 0.9 * sphere.logmap(xa, xb)), atol=1e-12, rtol=0)
 
 
@@ -174,11 +174,11 @@ def test_batch_shape_dtype_and_time_argument():
         return rotation_field(x, t)
 
     grid = time_grid(4, t0=0.5, t1=0.0, dtype=F64)  # a float64 grid is cast to the state's dtype
-    x = odeint(field, x0, grid, manifold=sphere, method="midpoint")
+    x = odeint(field, x0, grid, manifold=sphere, solver="midpoint")
     assert x.shape == (3, 5, 3) and x.dtype == torch.float32
     assert all(s == (torch.Size([]), torch.float32, torch.Size([3, 5, 3])) for s in seen)
     assert len(seen) == 4 * 2
-    xs = odeint(field, x0, grid, manifold=sphere, method="rk4", return_intermediates=True)
+    xs = odeint(field, x0, grid, manifold=sphere, solver="rk4", return_intermediates=True)
     assert xs.shape == (5, 3, 5, 3)
     torch.testing.assert_close(xs[-1], exact_rotation(x0.double(), 0.5, 0.0).float(), atol=1e-4, rtol=0)
 
@@ -192,7 +192,7 @@ def test_first_grid_time_is_used():
         return torch.zeros_like(x)
 
     torus = mf.FlatTorus(2)
-    odeint(field, torus.random_base(4), torch.tensor([0.7, 0.9, 1.3]), manifold=torus, method="rk4")
+    odeint(field, torus.random_base(4), torch.tensor([0.7, 0.9, 1.3]), manifold=torus, solver="rk4")
     got = torch.stack(times)
     torch.testing.assert_close(got, torch.tensor([0.7, 0.8, 0.8, 0.9, 0.9, 1.1, 1.1, 1.3]))
 
@@ -239,13 +239,13 @@ def test_time_grid():
 def test_registry():
     assert list(SOLVERS) == ["euler", "midpoint", "rk4"]
     assert "dopri5" in ADAPTIVE_SOLVERS and "rk4" not in ADAPTIVE_SOLVERS
-    assert available_methods()[:3] == ["euler", "midpoint", "rk4"]
+    assert available_solvers()[:3] == ["euler", "midpoint", "rk4"]
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(method="rk5"), r"unknown ODE method 'rk5'.*euler.*midpoint.*rk4.*dopri5"),
+        (dict(solver="rk5"), r"unknown ODE solver 'rk5'.*euler.*midpoint.*rk4.*dopri5"),
         (dict(t=torch.tensor([0.0, 0.5, 0.4, 1.0])), "strictly monotone"),
         (dict(t=torch.tensor([0.0, 0.5, 0.5, 1.0])), "strictly monotone"),
         (dict(t=torch.tensor([0.0, float("nan")])), "strictly monotone"),
@@ -255,11 +255,11 @@ def test_registry():
         (dict(x0=torch.ones(4, 2)), "trailing dimension of 3"),
         (dict(x0=torch.ones(4, 3, dtype=torch.long)), "floating"),
     ],
-    ids=["method", "nonmonotone", "repeated", "nan", "short", "scalar", "2d", "dim", "int"],
+    ids=["solver", "nonmonotone", "repeated", "nan", "short", "scalar", "2d", "dim", "int"],
 )
 def test_bad_input_raises(kwargs, match):
     sphere = mf.Sphere(2)
-    args = dict(x0=sphere.random_base(4), t=time_grid(3), method="rk4")
+    args = dict(x0=sphere.random_base(4), t=time_grid(3), solver="rk4")
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        odeint(rotation_field, args["x0"], args["t"], manifold=sphere, method=args["method"])
+        odeint(rotation_field, args["x0"], args["t"], manifold=sphere, solver=args["solver"])

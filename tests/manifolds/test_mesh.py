@@ -292,7 +292,7 @@ def test_solver_steps_stay_on_the_mesh(bunny):
     a = torch.randn(3, dtype=torch.float64, generator=g)
     field = lambda x, t: bunny.proju(x, a.expand_as(x))  # noqa: E731
     for method in ("euler", "rk4"):
-        xs = odeint(field, x0, torch.linspace(0, 1, 11, dtype=torch.float64), manifold=bunny, method=method)
+        xs = odeint(field, x0, torch.linspace(0, 1, 11, dtype=torch.float64), manifold=bunny, solver=method)
         bunny.assert_check_point(xs[-1])
 
 
