@@ -45,6 +45,11 @@ def test_public_names():
     import geoopt
 
     assert issubclass(manifolds.Sphere, geoopt.Manifold)
+    import manifold_flows
+
+    for name in ["RFM", "MoserFlow", "PPD", "VectorField", "EMA", "odeint", "log_likelihood", "sample", "time_grid",
+                 "divergence", "train", "TrainConfig", "datasets"]:
+        assert name in manifold_flows.__all__ and hasattr(manifold_flows, name), name
 
 
 @pytest.mark.parametrize(
