@@ -79,3 +79,14 @@ def test_gpu_benchmark_skips_cleanly_without_cuda():
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py")], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert res.returncode == 0 and "no CUDA device here; skipped" in res.stdout, res.stderr
+
+
+def test_setup_cfg_lists_every_package():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for p in ROOT.glob("manifold*/**/__init__.py")}
+    found |= {"manifold_flows.datasets"}  # installed from datasets/ (package_dir)
+    assert found <= listed, f"missing from setup.cfg packages: {sorted(found - listed)}"

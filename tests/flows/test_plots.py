@@ -13,7 +13,8 @@ from matplotlib.colors import rgb_to_hsv
 
 from manifolds import FlatTorus, ImplicitSurface, Mesh, Sphere
 from manifold_flows.datasets.mesh import MESHES
-from manifold_flows.plots import plot_model, sphere_map, surface_density, torus_heatmap
+from manifold_flows.plots import plot_model, sphere_map, torus_heatmap
+from manifold_flows.surface_plot import surface_density
 
 
 @pytest.fixture
