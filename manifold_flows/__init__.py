@@ -5,7 +5,7 @@ The public API::
     from manifold_flows import RFM, MoserFlow, PPD            # objectives: loss(x1), log_prob(x), sample(n)
     from manifold_flows import VectorField, EMA                # networks
     from manifold_flows import odeint, log_likelihood, sample, time_grid, divergence   # solvers and likelihoods
-    from manifold_flows import train, TrainConfig              # the training loop of the command line
+    from manifold_flows import train, TrainConfig, load_run    # the training loop of the command line, runs from disk
     from manifold_flows import datasets                        # earth data, meshes, targets with exact densities
 """
 
@@ -18,9 +18,10 @@ from .likelihood import log_likelihood, sample  # noqa: E402
 from .nets import EMA, VectorField  # noqa: E402
 from .objectives import PPD, RFM, FlowObjective, MoserFlow  # noqa: E402
 from .solvers import available_solvers, odeint, time_grid  # noqa: E402
+from .runs import load_run  # noqa: E402
 from .training import train  # noqa: E402
 
 __all__ = [
     "EMA", "PPD", "RFM", "FlowObjective", "MoserFlow", "TrainConfig", "VectorField", "available_solvers", "datasets",
-    "divergence", "log_likelihood", "odeint", "sample", "time_grid", "train", "__version__",
+    "divergence", "load_run", "log_likelihood", "odeint", "sample", "time_grid", "train", "__version__",
 ]

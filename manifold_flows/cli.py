@@ -12,16 +12,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 import torch
 
-from .builders import build_objective, load_data
-from .checkpoint import CheckpointError, data_fingerprint, fingerprint_changes, load_checkpoint
-from .config import DTYPES, TrainConfig, device_problem
+from .config import DTYPES, TrainConfig
 from .evaluation import evaluate_split
-from .objectives import FlowObjective
+from .runs import load_run
 from .solvers import SOLVERS, available_solvers
 from .training import Interrupted, train
 
@@ -44,37 +42,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=text)
         else:
             p.add_argument(flag, type=kind, default=f.default, help=text)
-
-
-def _load_run(path: str, device: str, allow_data_change: bool) -> Tuple[TrainConfig, Dict[str, Any], FlowObjective, Dict]:
-    """Config, data, objective (with the checkpoint's EMA weights) and a provenance note of a checkpoint or run folder."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "best.pt"
-    problem = device_problem(device)
-    if problem:
-        raise ValueError(problem)
-    ck = load_checkpoint(p, map_location=device, require=("config", "ema", "data_fingerprint"))
-    cfg = TrainConfig.from_dict(ck["config"]).resolved()
-    cfg.device = device
-    data = load_data(cfg)
-    drift = fingerprint_changes(ck["data_fingerprint"], data_fingerprint(data))
-    if drift and not allow_data_change:
-        raise ValueError(f"the data of {p} changed since it was trained ({cfg.data!r}: {drift}); the split it was "
-                         "tested on no longer exists. Pass --allow-data-change to use the data as it is now")
-    dtype = DTYPES[cfg.dtype]
-    objective = build_objective(cfg, data["manifold"]).to(device=device, dtype=dtype)
-    objective.prepare(data["train"].to(device=device, dtype=dtype), data["val"].to(device=device, dtype=dtype))
-    try:
-        objective.net.load_state_dict(ck["ema"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{p} does not fit the model its own config describes "
-                              f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
-    objective.eval()
-    note = {"checkpoint": str(p), "step": ck.get("step"), "package_version": ck.get("package_version")}
-    if drift:
-        note["data_changed"] = drift
-    return cfg, data, objective, note
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -112,7 +79,7 @@ def _solver_options(args: argparse.Namespace, cfg: TrainConfig) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    cfg, data, objective, note = _load_run(args.checkpoint, args.device, args.allow_data_change)
+    cfg, data, objective, note = load_run(args.checkpoint, device=args.device, allow_data_change=args.allow_data_change)
     _solver_options(args, cfg)
     x = data[args.split].to(device=args.device, dtype=DTYPES[cfg.dtype])
     metrics = evaluate_split(objective, objective.net, cfg, data, x, objective.manifold)
@@ -137,7 +104,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = _sample_target(args.out)
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
-    cfg, data, objective, _ = _load_run(args.checkpoint, args.device, args.allow_data_change)
+    cfg, data, objective, _ = load_run(args.checkpoint, device=args.device, allow_data_change=args.allow_data_change)
     _solver_options(args, cfg)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
     x = objective.sample(args.n, solver=cfg.solver, solver_steps=cfg.solver_steps, generator=gen)
