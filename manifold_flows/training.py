@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -45,6 +46,16 @@ def lr_factor(step: int, progress: float, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def resident_mb() -> Optional[float]:
+    """This process's resident memory in MB (Linux ``/proc``; None where that is not available)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def copy_state(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
@@ -222,7 +233,8 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
     # validations every eval_every steps, or (time budget, no eval_every) every tenth of the time
     eval_period = None if cfg.eval_every else budget.seconds / TIMED_EVALS
     next_eval = (math.floor(train_seconds / eval_period) + 1) * eval_period if eval_period else math.inf
-    tick = time.perf_counter()
+    tick = window_start = time.perf_counter()
+    window_first_step = step
     with _SigintFlag() as sigint:
         while not budget.done(step, train_seconds + time.perf_counter() - tick, reserve=val_seconds):
             elapsed = train_seconds + time.perf_counter() - tick
@@ -255,11 +267,13 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
                     if not sigint.raised:
                         ema.copy_buffers(model)
                         v0 = time.perf_counter()
+                        step_ms = 1000 * (v0 - window_start) / max(step - window_first_step, 1)
                         val = nll(objective, val_eval, ema.model, cfg, steps=cfg.val_solver_steps)
                         val_seconds = time.perf_counter() - v0
                         history.append({"step": step, "val_nll": val, "loss": mean_loss,
                                         "seconds": round(train_seconds + time.perf_counter() - tick, 2),
-                                        "val_seconds": round(val_seconds, 2)})
+                                        "val_seconds": round(val_seconds, 2), "step_ms": round(step_ms, 3),
+                                        "rss_mb": resident_mb()})
                         improved = val < best_val
                         if improved:
                             best_val = val
@@ -272,6 +286,7 @@ def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, 
                     save_checkpoint(state(step), last_path)
                     if improved:  # written after last.pt, so best.pt is never ahead of the run it belongs to
                         save_checkpoint(best, best_path)
+                    window_start, window_first_step = time.perf_counter(), step
                 if sigint.raised:
                     bar.close()
                     raise Interrupted(f"interrupted at step {step}; {last_path} holds it: add --resume to continue")
