@@ -109,8 +109,11 @@ def load_checkpoint(path: Path, *, map_location: Any = "cpu", require: Iterable[
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except _READ_ERRORS as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        if first.startswith("Weights only load failed"):  # torch's long advice about weights_only: not ours to give
+            first = "not a torch file of tensors and plain values"
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+                              f"{type(e).__name__}: {first[:200]}") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a manifold-flows checkpoint")
     if ck.get("format_version") != FORMAT_VERSION:

@@ -146,7 +146,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     out = Path(cfg.out)
     lock = None
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"--out {out}: cannot create the folder ({e.strerror})") from None
         lock = RunLock(out).acquire()
     try:
         return _train(cfg, out, rank, world, resume=resume, overwrite=overwrite, allow_data_change=allow_data_change)

@@ -258,3 +258,24 @@ def test_minutes_budget_stops_on_time_and_resumes(capsys, tmp_path):
     assert code == 0, err
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] > first and m["resumes"][-1]["changed"]["minutes"] == [0.05, 0.1]
+
+
+def test_meshes_that_cannot_work_are_refused(tmp_path):
+    import manifolds as mf
+
+    double = tmp_path / "double.obj"
+    double.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 3 2\n")  # one triangle, both sides
+    with pytest.raises(ValueError, match="listed more than once"):
+        mf.Mesh(double)
+    tet = tmp_path / "tet.obj"
+    tet.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n")
+    with pytest.raises(ValueError, match="at most 2 usable"):
+        mf.SpectralDistance(mf.Mesh(tet), n_eigs=100)
+
+
+def test_unreadable_output_folders_and_files_get_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--data", "volcano", "--out", "/dev/null/run", *TINY)
+    assert code == 2 and "cannot create the folder" in one_error_line(err)
+    (tmp_path / "notes.csv").write_text("lat,lon\n1,2\n")
+    code, _, err = run(capsys, "evaluate", tmp_path / "notes.csv")
+    assert code == 2 and "not a readable checkpoint" in one_error_line(err)
