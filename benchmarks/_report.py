@@ -50,13 +50,10 @@ def interleaved_medians(fns: Dict[str, Callable[[], object]], *, repeats: int = 
 def machine() -> str:
     """One line naming the hardware and software the numbers were taken on."""
     cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            cpu = names[0]
-    except OSError:
-        pass
+    info = Path("/proc/cpuinfo")  # Linux names the CPU model here; elsewhere platform's answer stands
+    if info.exists():
+        names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpu}, {os.cpu_count()} cores, {dev}; Python {platform.python_version()}, torch {torch.__version__}, "
