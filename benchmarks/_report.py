@@ -55,8 +55,11 @@ def machine() -> str:
         names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
         cpu = names[0] if names else cpu
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    cores = f"{os.cpu_count()} cores"
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < (os.cpu_count() or 1):
+        cores += f" (this process pinned to {len(os.sched_getaffinity(0))})"
     return (
-        f"{cpu}, {os.cpu_count()} cores, {dev}; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{cpu}, {cores}, {dev}; Python {platform.python_version()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads"
     )
 
