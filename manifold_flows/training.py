@@ -160,160 +160,208 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
 def _train(cfg: TrainConfig, out: Path, rank: int, world: int, *, resume: bool, overwrite: bool,
            allow_data_change: bool) -> Dict[str, Any]:
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if rank == 0 and not resume and not overwrite and last_path.exists():
+    if rank == 0 and not resume and not overwrite and (out / "last.pt").exists():
         raise CheckpointError(f"{out} already holds a run (last.pt): pass --resume to continue it, --overwrite to "
                               "start afresh over it, or choose another --out")
-    device = torch.device(cfg.device)
-    dtype = DTYPES[cfg.dtype]
-    data = load_data(cfg)
-    fingerprint = data_fingerprint(data)
-    manifold = data["manifold"].to(device)
-    train_x, val_x, test_x = (data[k].to(device=device, dtype=dtype) for k in ("train", "val", "test"))
-    val_eval = val_x[: cfg.max_val_points]
+    run = Trainer(cfg, out, rank, world)
+    if resume and run.last_path.exists():
+        run.restore(allow_data_change)
+    run.fit()
+    return run.finish()
 
-    torch.manual_seed(cfg.seed)
-    objective = build_objective(cfg, manifold).to(device=device, dtype=dtype)
-    objective_info = objective.prepare(train_x, val_x)
-    ema = EMA(objective.net, cfg.ema)
-    opt = torch.optim.AdamW(objective.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1009 + rank)
-    step, best_val, history, train_seconds = 0, math.inf, [], 0.0
-    best: Optional[Dict[str, Any]] = None  # the best.pt content; last.pt carries it too, so a kill cannot split them
-    resumes: List[Dict[str, Any]] = []
 
-    if resume and last_path.exists():
-        ck = load_checkpoint(last_path, map_location=device, require=("config", "net", "ema", "optimizer", "step"))
-        saved = TrainConfig.from_dict(ck["config"])
-        changed = saved.changes(cfg)
+class Trainer:
+    """One training run: the data, model, optimiser, EMA and budget, and the state a checkpoint holds.
+
+    :func:`train` drives it: :meth:`restore` (on ``--resume``), :meth:`fit` (steps, validations,
+    checkpoints), :meth:`finish` (test evaluation, figure, ``metrics.json``).
+    """
+
+    def __init__(self, cfg: TrainConfig, out: Path, rank: int, world: int):
+        self.cfg, self.out, self.rank, self.world = cfg, out, rank, world
+        self.last_path, self.best_path = out / "last.pt", out / "best.pt"
+        self.device = torch.device(cfg.device)
+        dtype = DTYPES[cfg.dtype]
+        self.data = load_data(cfg)
+        self.fingerprint = data_fingerprint(self.data)
+        self.manifold = self.data["manifold"].to(self.device)
+        self.train_x, val_x, self.test_x = (self.data[k].to(device=self.device, dtype=dtype)
+                                            for k in ("train", "val", "test"))
+        self.val_x = val_x[: cfg.max_val_points]
+        torch.manual_seed(cfg.seed)
+        self.objective = build_objective(cfg, self.manifold).to(device=self.device, dtype=dtype)
+        self.objective_info = self.objective.prepare(self.train_x, val_x)
+        self.model = self.objective.net  # the bare network (objective.net may become its DDP wrapper)
+        self.ema = EMA(self.model, cfg.ema)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + rank)
+        self.step, self.best_val, self.history, self.train_seconds = 0, math.inf, [], 0.0
+        # best.pt's content; last.pt carries it too, so a kill cannot split the two
+        self.best: Optional[Dict[str, Any]] = None
+        self.resumes: List[Dict[str, Any]] = []
+        self.budget = Budget(cfg)
+
+    # ------------------------------------------------------------------ resume
+    def restore(self, allow_data_change: bool) -> None:
+        """Continue from ``last.pt``: refuse changes that redefine the run, apply those that may change."""
+        cfg = self.cfg
+        ck = load_checkpoint(self.last_path, map_location=self.device,
+                             require=("config", "net", "ema", "optimizer", "step"))
+        changed = TrainConfig.from_dict(ck["config"]).changes(cfg)
         fixed = {k: v for k, v in changed.items() if k not in RESUMABLE}
         if fixed:
             k, (old, new) = next(iter(fixed.items()))
-            raise ValueError(f"cannot resume {last_path}: it was trained with {k}={old!r}, not {new!r} "
+            raise ValueError(f"cannot resume {self.last_path}: it was trained with {k}={old!r}, not {new!r} "
                              f"(only {', '.join(RESUMABLE)} may change on resume)")
         if cfg.steps is not None and ck["step"] > cfg.steps:
-            raise ValueError(f"cannot resume {last_path} with --steps {cfg.steps}: it has already trained {ck['step']} steps")
-        drift = fingerprint_changes(ck["data_fingerprint"], fingerprint)
+            raise ValueError(f"cannot resume {self.last_path} with --steps {cfg.steps}: it has already trained "
+                             f"{ck['step']} steps")
+        drift = fingerprint_changes(ck["data_fingerprint"], self.fingerprint)
         if drift and not allow_data_change:
-            raise ValueError(f"cannot resume {last_path}: the data {cfg.data!r} changed since it was written ({drift}); "
-                             "pass --allow-data-change to continue on the new data")
-        objective.net.load_state_dict(ck["net"])
-        ema.model.load_state_dict(ck["ema"])
-        ema.set_count(ck["step"])  # one EMA update per step
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"].cpu())
-        step, best_val, history, train_seconds = ck["step"], ck["best_val"], ck["history"], ck["train_seconds"]
-        best = ck["best"]
-        if best is not None:  # a kill after last.pt but before best.pt was written leaves best.pt behind: renew it
-            save_checkpoint(best, best_path)
-        resumes = ck.get("resumes", [])
-        event: Dict[str, Any] = {"step": step, "changed": {k: list(v) for k, v in changed.items()}}
+            raise ValueError(f"cannot resume {self.last_path}: the data {cfg.data!r} changed since it was written "
+                             f"({drift}); pass --allow-data-change to continue on the new data")
+        self.model.load_state_dict(ck["net"])
+        self.ema.model.load_state_dict(ck["ema"])
+        self.ema.set_count(ck["step"])  # one EMA update per step
+        self.opt.load_state_dict(ck["optimizer"])
+        self.gen.set_state(ck["generator"].cpu())
+        self.step, self.best_val, self.history = ck["step"], ck["best_val"], ck["history"]
+        self.train_seconds, self.best, self.resumes = ck["train_seconds"], ck["best"], ck.get("resumes", [])
+        if self.best is not None:  # a kill after last.pt but before best.pt was written leaves best.pt behind
+            save_checkpoint(self.best, self.best_path)
+        event: Dict[str, Any] = {"step": self.step, "changed": {k: list(v) for k, v in changed.items()}}
         if drift:
             event["data_changed"] = drift
-        resumes.append(event)
-    for group in opt.param_groups:  # a resumed run takes the new values (and the optimiser's state stays)
-        group["initial_lr"] = cfg.lr
-        group["weight_decay"] = cfg.weight_decay
+        self.resumes.append(event)
 
-    model = objective.net
-    if world > 1:
-        objective.net = torch.nn.parallel.DistributedDataParallel(model)
-    budget = Budget(cfg)
+    def state(self) -> Dict[str, Any]:
+        """Everything ``last.pt`` holds to resume exactly here."""
+        return {"config": asdict(self.cfg), "step": self.step, "net": self.model.state_dict(),
+                "ema": self.ema.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(),
+                "best_val": self.best_val, "best": self.best, "history": self.history,
+                "train_seconds": self.train_seconds, "resumes": self.resumes, "data_fingerprint": self.fingerprint}
 
-    def state(at: int) -> Dict[str, Any]:
-        return {"config": asdict(cfg), "step": at, "net": model.state_dict(), "ema": ema.model.state_dict(),
-                "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                "best_val": best_val, "best": best, "history": history, "train_seconds": train_seconds, "resumes": resumes,
-                "data_fingerprint": fingerprint}
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> None:
+        """Train until the budget is spent, validating and checkpointing along the way (Ctrl-C: checkpoint, stop)."""
+        cfg = self.cfg
+        for group in self.opt.param_groups:  # a resumed run takes the new values (the optimiser's state stays)
+            group["initial_lr"] = cfg.lr
+            group["weight_decay"] = cfg.weight_decay
+        if self.world > 1:
+            self.objective.net = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
+                        desc=f"{cfg.method} {cfg.data}", dynamic_ncols=True)
+        # the bar shows the loss every 25 steps on CPU; on a GPU reading it would stall the device: at validations only
+        show_loss_every = 25 if self.device.type == "cpu" and cfg.progress and self.rank == 0 else 0
+        self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self.loss_count = 0
+        self.val_seconds = 0.0
+        # validations every eval_every steps, or (time budget, no eval_every) every tenth of the time
+        period = None if cfg.eval_every else self.budget.seconds / TIMED_EVALS
+        next_eval = (math.floor(self.train_seconds / period) + 1) * period if period else math.inf
+        self.tick = self.window_start = time.perf_counter()
+        self.window_first_step = self.step
+        with _SigintFlag() as sigint:
+            while not self.budget.done(self.step, self.elapsed(), reserve=self.val_seconds):
+                loss = self.train_step()
+                if show_loss_every and self.step % show_loss_every == 0:
+                    self.bar.set_postfix(loss=f"{float(loss):.4f}", best_val=f"{self.best_val:.3f}")
+                elapsed = self.elapsed()
+                last = self.budget.done(self.step, elapsed, reserve=self.val_seconds)
+                due = self.step % cfg.eval_every == 0 if cfg.eval_every else elapsed >= next_eval
+                if due or last or sigint.raised:
+                    if period:
+                        next_eval = (math.floor(elapsed / period) + 1) * period
+                    if self.rank == 0:
+                        self.validate_and_checkpoint(validate=not sigint.raised)
+                    if sigint.raised:
+                        self.bar.close()
+                        raise Interrupted(f"interrupted at step {self.step}; {self.last_path} holds it: add --resume "
+                                          "to continue")
+        self.train_seconds += time.perf_counter() - self.tick
+        self.bar.close()
+        self.objective.net = self.model
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress or rank != 0,
-               desc=f"{cfg.method} {cfg.data}", dynamic_ncols=True)
-    # the bar shows the loss every 25 steps on CPU; on a GPU reading it would stall the device, so only at validations
-    show_loss_every = 25 if device.type == "cpu" and cfg.progress and rank == 0 else 0
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    loss_count = 0
-    val_seconds = 0.0
-    # validations every eval_every steps, or (time budget, no eval_every) every tenth of the time
-    eval_period = None if cfg.eval_every else budget.seconds / TIMED_EVALS
-    next_eval = (math.floor(train_seconds / eval_period) + 1) * eval_period if eval_period else math.inf
-    tick = window_start = time.perf_counter()
-    window_first_step = step
-    with _SigintFlag() as sigint:
-        while not budget.done(step, train_seconds + time.perf_counter() - tick, reserve=val_seconds):
-            elapsed = train_seconds + time.perf_counter() - tick
-            factor = lr_factor(step, budget.progress(step, elapsed), cfg.warmup)
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * factor
-            idx = torch.randint(0, train_x.shape[0], (cfg.batch_size,), device=device, generator=gen)
-            loss = objective.loss(train_x[idx], generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ema.update(model)
-            loss_sum += loss.detach()
-            loss_count += 1
-            step += 1
-            bar.update(1)
-            if show_loss_every and step % show_loss_every == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", best_val=f"{best_val:.3f}")
-            elapsed = train_seconds + time.perf_counter() - tick
-            last_step = budget.done(step, elapsed, reserve=val_seconds)
-            due = step % cfg.eval_every == 0 if cfg.eval_every else elapsed >= next_eval
-            if due or last_step or sigint.raised:
-                if eval_period:
-                    next_eval = (math.floor(elapsed / eval_period) + 1) * eval_period
-                if rank == 0:
-                    improved = False
-                    mean_loss = float(loss_sum / max(loss_count, 1))
-                    loss_sum.zero_()
-                    loss_count = 0
-                    if not sigint.raised:
-                        ema.copy_buffers(model)
-                        v0 = time.perf_counter()
-                        step_ms = 1000 * (v0 - window_start) / max(step - window_first_step, 1)
-                        val = nll(objective, val_eval, ema.model, cfg, steps=cfg.val_solver_steps)
-                        val_seconds = time.perf_counter() - v0
-                        history.append({"step": step, "val_nll": val, "loss": mean_loss,
-                                        "seconds": round(train_seconds + time.perf_counter() - tick, 2),
-                                        "val_seconds": round(val_seconds, 2), "step_ms": round(step_ms, 3),
-                                        "rss_mb": resident_mb()})
-                        improved = val < best_val
-                        if improved:
-                            best_val = val
-                            best = {"config": asdict(cfg), "step": step, "ema": copy_state(ema.model), "val_nll": val,
-                                    "data_fingerprint": fingerprint}
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{val:.3f}", best_val=f"{best_val:.3f}")
-                    now = time.perf_counter()
-                    train_seconds += now - tick
-                    tick = now
-                    save_checkpoint(state(step), last_path)
-                    if improved:  # written after last.pt, so best.pt is never ahead of the run it belongs to
-                        save_checkpoint(best, best_path)
-                    window_start, window_first_step = time.perf_counter(), step
-                if sigint.raised:
-                    bar.close()
-                    raise Interrupted(f"interrupted at step {step}; {last_path} holds it: add --resume to continue")
-    train_seconds += time.perf_counter() - tick
-    bar.close()
-    objective.net = model
-    if world > 1:
-        dist.barrier()
-    if rank != 0:
-        return {}
-    if best is None:
-        raise RuntimeError(f"no validation ran, so there is no {best_path}: give --steps >= 1")
-    ema.model.load_state_dict(best["ema"])
-    metrics = evaluate_split(objective, ema.model, cfg, data, test_x, manifold)
-    metrics.update(
-        val_nll=best["val_nll"], val_likelihood=objective.likelihood_method(solver=cfg.solver, solver_steps=cfg.val_solver_steps),
-        best_step=best["step"], steps=step, train_seconds=round(train_seconds, 2),
-        steps_per_second=round(step / max(train_seconds, 1e-9), 3),
-        world_size=world, history=history, resumes=resumes, config=asdict(cfg), objective=objective_info,
-        data=fingerprint, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-    )
-    if cfg.plot:
-        from .plots import plot_model
+    def elapsed(self) -> float:
+        """Seconds of the budget spent: training and validation, across resumes."""
+        return self.train_seconds + time.perf_counter() - self.tick
 
-        metrics["figure"] = str(plot_model(objective, ema.model, test_x, out / "density.png", cfg=cfg))
-    atomic_write_text(json.dumps(metrics, indent=2), out / "metrics.json")
-    return metrics
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step (schedule, loss, backward, AdamW, EMA); returns the detached loss."""
+        cfg = self.cfg
+        factor = lr_factor(self.step, self.budget.progress(self.step, self.elapsed()), cfg.warmup)
+        for group in self.opt.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        idx = torch.randint(0, self.train_x.shape[0], (cfg.batch_size,), device=self.device, generator=self.gen)
+        loss = self.objective.loss(self.train_x[idx], generator=self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.ema.update(self.model)
+        loss = loss.detach()
+        self.loss_sum += loss
+        self.loss_count += 1
+        self.step += 1
+        self.bar.update(1)
+        return loss
+
+    def validate_and_checkpoint(self, *, validate: bool = True) -> None:
+        """Validation NLL of the EMA weights (a new best is kept), then ``last.pt`` and, if improved, ``best.pt``."""
+        cfg = self.cfg
+        improved = False
+        mean_loss = float(self.loss_sum / max(self.loss_count, 1))
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        if validate:
+            self.ema.copy_buffers(self.model)
+            v0 = time.perf_counter()
+            step_ms = 1000 * (v0 - self.window_start) / max(self.step - self.window_first_step, 1)
+            val = nll(self.objective, self.val_x, self.ema.model, cfg, steps=cfg.val_solver_steps)
+            self.val_seconds = time.perf_counter() - v0
+            self.history.append({"step": self.step, "val_nll": val, "loss": mean_loss,
+                                 "seconds": round(self.elapsed(), 2), "val_seconds": round(self.val_seconds, 2),
+                                 "step_ms": round(step_ms, 3), "rss_mb": resident_mb()})
+            improved = val < self.best_val
+            if improved:
+                self.best_val = val
+                self.best = {"config": asdict(cfg), "step": self.step, "ema": copy_state(self.ema.model),
+                             "val_nll": val, "data_fingerprint": self.fingerprint}
+            self.bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{val:.3f}", best_val=f"{self.best_val:.3f}")
+        now = time.perf_counter()
+        self.train_seconds += now - self.tick
+        self.tick = now
+        save_checkpoint(self.state(), self.last_path)
+        if improved:  # written after last.pt, so best.pt is never ahead of the run it belongs to
+            save_checkpoint(self.best, self.best_path)
+        self.window_start, self.window_first_step = time.perf_counter(), self.step
+
+    # ------------------------------------------------------------------ the end
+    def finish(self) -> Dict[str, Any]:
+        """Test NLL of the best checkpoint, the figure and ``metrics.json`` (rank 0; other ranks return ``{}``)."""
+        if self.world > 1:
+            dist.barrier()
+        if self.rank != 0:
+            return {}
+        cfg = self.cfg
+        if self.best is None:
+            raise RuntimeError(f"no validation ran, so there is no {self.best_path}: give --steps >= 1")
+        self.ema.model.load_state_dict(self.best["ema"])
+        metrics = evaluate_split(self.objective, self.ema.model, cfg, self.data, self.test_x, self.manifold)
+        metrics.update(
+            val_nll=self.best["val_nll"],
+            val_likelihood=self.objective.likelihood_method(solver=cfg.solver, solver_steps=cfg.val_solver_steps),
+            best_step=self.best["step"], steps=self.step, train_seconds=round(self.train_seconds, 2),
+            steps_per_second=round(self.step / max(self.train_seconds, 1e-9), 3), world_size=self.world,
+            history=self.history, resumes=self.resumes, config=asdict(cfg), objective=self.objective_info,
+            data=self.fingerprint,
+            device=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+        )
+        if cfg.plot:
+            from .plots import plot_model
+
+            metrics["figure"] = str(plot_model(self.objective, self.ema.model, self.test_x, self.out / "density.png",
+                                               cfg=cfg))
+        atomic_write_text(json.dumps(metrics, indent=2), self.out / "metrics.json")
+        return metrics
