@@ -57,6 +57,7 @@ ABLATION: Dict[str, List[str]] = {
     "moser 256x4 ff64/8": ["--method", "moser", "--fourier-features", "64", "--fourier-scale", "8"],
     "moser 256x4 ff128/16": ["--method", "moser", *FF],
     "ppd 256x4": ["--method", "ppd"],
+    "moser 256x4 ff64/4": ["--method", "moser", "--fourier-features", "64", "--fourier-scale", "4"],
 }
 """Variants of the ablation: one lever changed at a time from the defaults (raw coordinates, 256x4, batch 512)."""
 
