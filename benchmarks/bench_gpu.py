@@ -64,38 +64,34 @@ def make_step(method: str, manifold, hidden: int, depth: int, batch: int, device
     return step
 
 
+def under_sync_debug(fn: Callable[[], object], repeats: int = 1) -> str:
+    """``"ok"`` if ``fn`` (after one warm-up call) runs ``repeats`` times without a host synchronisation, else the error."""
+    fn()  # warm-up: caches, lazy initialisation
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(repeats):
+            fn()
+        return "ok"
+    except RuntimeError as e:
+        return str(e).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def sync_debug_checks(device: str) -> List[str]:
-    """Run the loops under sync-debug 'error' mode; returns one line per check ("ok" or the error)."""
+    """Run the loops under sync-debug 'error' mode; returns one table row per check ("ok" or the error)."""
     lines = []
     for name, manifold in (("sphere", Sphere(2).to(device)), ("torus", FlatTorus(2).to(device))):
         for method in OBJECTIVES:
             step = make_step(method, manifold, 64, 3, 256, device)
-            step()  # warm-up: caches, lazy initialisation
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                for _ in range(3):
-                    step()
-                lines.append(f"| {name} | {method} training step | ok |")
-            except RuntimeError as e:
-                lines.append(f"| {name} | {method} training step | {str(e).splitlines()[0]} |")
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+            lines.append(f"| {name} | {method} training step | {under_sync_debug(step, repeats=3)} |")
         net = VectorField(manifold, hidden=64, depth=3).to(device)
         x = manifold.random_base(512, device=device)
-        for label, fn in (("ODE solve (rk4, 20 steps)", lambda: sample(net, 512, manifold=manifold, solver_steps=20,
-                                                                        device=device)),
-                          ("likelihood (rk4, 20 steps)", lambda: log_likelihood(net, x, manifold=manifold, solver_steps=20))):
-            fn()
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                fn()
-                lines.append(f"| {name} | {label} | ok |")
-            except RuntimeError as e:
-                lines.append(f"| {name} | {label} | {str(e).splitlines()[0]} |")
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+        solve = lambda: sample(net, 512, manifold=manifold, solver_steps=20, device=device)  # noqa: E731
+        likelihood = lambda: log_likelihood(net, x, manifold=manifold, solver_steps=20)  # noqa: E731
+        lines.append(f"| {name} | ODE solve (rk4, 20 steps) | {under_sync_debug(solve)} |")
+        lines.append(f"| {name} | likelihood (rk4, 20 steps) | {under_sync_debug(likelihood)} |")
     return lines
 
 
