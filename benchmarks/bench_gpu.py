@@ -65,7 +65,7 @@ def make_step(method: str, manifold, hidden: int, depth: int, batch: int, device
 
 
 def under_sync_debug(fn: Callable[[], object], repeats: int = 1) -> str:
-    """``"ok"`` if ``fn`` (after one warm-up call) runs ``repeats`` times without a host synchronisation, else the error."""
+    """``"ok"`` if ``fn`` (after a warm-up call) runs ``repeats`` times without a host sync, else the error."""
     fn()  # warm-up: caches, lazy initialisation
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
