@@ -36,7 +36,7 @@ def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[PremetricPath]:
 
 def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
     """The objective named by ``cfg.method`` with a fresh network (``cfg`` is resolved first)."""
-    cfg = cfg.resolved()
+    cfg = cfg.resolved().resolved_for(manifold)
     moser = cfg.method == "moser"
     net = VectorField(manifold, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
                       time_dependent=not moser, zero_init=bool(cfg.zero_init), fourier_features=cfg.fourier_features,

@@ -42,6 +42,9 @@ METHOD_OPTIONS: Dict[str, Tuple[str, ...]] = {
 }
 """Options that only some methods use; setting one for another method is an error, not silently ignored."""
 
+SPHERE_FOURIER: Dict[str, Tuple[int, float]] = {"rfm": (128, 16.0), "moser": (64, 8.0), "ppd": (128, 16.0)}
+"""Random Fourier features (count, scale) of each method on spheres (see :meth:`TrainConfig.resolved_for`)."""
+
 RESUMABLE = ("steps", "minutes", "lr", "weight_decay", "warmup", "ema", "batch_size", "eval_every", "solver_steps", "device",
              "plot", "progress", "out")
 """Fields a resumed run may change; the change takes effect from the resumed step (the learning-rate
@@ -77,10 +80,11 @@ class TrainConfig:
     warmup: int = field(default=100, metadata=_help("linear learning-rate warm-up steps before the cosine decay"))
     hidden: int = field(default=256, metadata=_help("width of the hidden layers"))
     depth: int = field(default=4, metadata=_help("number of hidden layers"))
-    fourier_features: int = field(default=0, metadata=_help(
-        "random Fourier features of embedded coordinates (sphere, meshes) as extra network inputs; 0: none"))
-    fourier_scale: float = field(default=1.0, metadata=_help(
-        "frequency scale of the random Fourier features (1 / the length scale they resolve)"))
+    fourier_features: Optional[int] = field(default=None, metadata=_help(
+        "random Fourier features of embedded coordinates as extra network inputs; 0: none (default: per method "
+        "on spheres, see README; none elsewhere)"))
+    fourier_scale: Optional[float] = field(default=None, metadata=_help(
+        "frequency scale of the random Fourier features, 1 / the length scale they resolve (default: per method)"))
     activation: Optional[str] = field(default=None, metadata=_help(
         "silu | relu | gelu | tanh | softplus | softplus100 (default: per method)"))
     ema: float = field(default=0.999, metadata=_help("decay of the exponential moving average of the weights"))
@@ -197,9 +201,9 @@ class TrainConfig:
         positive = ("lr", "lam", "eps", "kappa1", "diffusion_time", "minutes")
         out += [f"{_flag(n)} must be > 0, got {getattr(self, n)}" for n in positive
                 if getattr(self, n) is not None and not getattr(self, n) > 0]
-        if self.fourier_features < 0:
+        if self.fourier_features is not None and self.fourier_features < 0:
             out.append(f"--fourier-features must be >= 0, got {self.fourier_features}")
-        if not self.fourier_scale > 0:
+        if self.fourier_scale is not None and not self.fourier_scale > 0:
             out.append(f"--fourier-scale must be > 0, got {self.fourier_scale}")
         if self.weight_decay < 0:
             out.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
@@ -241,6 +245,24 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config fields {unknown}")
         return cls(**d)
+
+    def resolved_for(self, manifold) -> "TrainConfig":
+        """A copy with the defaults that depend on the data's manifold filled in (input encodings).
+
+        Random Fourier features of the coordinates help on spheres, where the earth data sets have
+        structure far finer than a network of raw coordinates learns in a CPU budget
+        (:data:`SPHERE_FOURIER`, chosen by measurement, BENCHMARKS.md "Earth ablation"); elsewhere
+        the default is none.
+        """
+        from manifolds import Sphere
+
+        count, scale = SPHERE_FOURIER[self.method] if isinstance(manifold, Sphere) else (0, 1.0)
+        fill = {}
+        if self.fourier_features is None:
+            fill["fourier_features"] = count
+        if self.fourier_scale is None:
+            fill["fourier_scale"] = scale
+        return dataclasses.replace(self, **fill)
 
     def changes(self, other: "TrainConfig") -> Dict[str, Tuple[Any, Any]]:
         """``{field: (self's value, other's value)}`` for every field that differs."""

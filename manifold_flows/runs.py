@@ -39,6 +39,7 @@ def load_run(path: Union[str, Path], *, device: str = "cpu", allow_data_change: 
     cfg = TrainConfig.from_dict(ck["config"]).resolved()
     cfg.device = device
     data = load_data(cfg)
+    cfg = cfg.resolved_for(data["manifold"])  # a no-op for configs saved by a run; fills them for older ones
     drift = fingerprint_changes(ck["data_fingerprint"], data_fingerprint(data))
     if drift and not allow_data_change:
         raise ValueError(f"the data of {p} changed since it was trained ({cfg.data!r}: {drift}); the split it was "

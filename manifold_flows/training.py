@@ -183,6 +183,7 @@ class Trainer:
         self.device = torch.device(cfg.device)
         dtype = DTYPES[cfg.dtype]
         self.data = load_data(cfg)
+        self.cfg = cfg = cfg.resolved_for(self.data["manifold"])
         self.fingerprint = data_fingerprint(self.data)
         self.manifold = self.data["manifold"].to(self.device)
         self.train_x, val_x, self.test_x = (self.data[k].to(device=self.device, dtype=dtype)
