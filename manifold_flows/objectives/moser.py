@@ -28,10 +28,12 @@ class MoserFlow(FlowObjective):
     the second term a Monte Carlo estimate of ``lam * int_M mu_-`` over ``n_uniform`` uniform
     points ``y`` (``mu_- / eta`` with ``eta = 1 / Vol`` the uniform density).
 
+    The density the model defines is ``max(eps, mu) / Z`` (:meth:`log_prob`, :meth:`log_normalizer`).
     Samples integrate ``v_t = u / ((1 - t) nu + t mu_+)`` from base samples at ``t = 0`` to
-    ``t = 1``; this field carries ``nu`` along ``alpha_t = (1 - t) nu + t mu``, so where
-    ``mu >= eps`` the sampler's ODE likelihood equals the explicit ``log mu`` (see
-    :meth:`diagnostics`).
+    ``t = 1``, which carries ``nu`` along ``alpha_t = (1 - t) nu + t mu`` where ``mu >= eps``, and
+    then take Metropolis-Hastings steps on the explicit density, which remove what the ODE gets
+    wrong (its stiffness where ``mu`` is small, the clamp); :meth:`diagnostics` compares the
+    explicit density with the ODE's likelihood.
 
     Args:
         manifold: a compact manifold with a uniform base distribution.
