@@ -127,6 +127,14 @@ class PoincareBall(_Hyperbolic):
         ratio = hm.conformal_gap(y, self.c, keepdim=True) / hm.conformal_gap(x, self.c, keepdim=True)
         return ratio * hm.gyration(y, -x, v, self.c)
 
+    def divergence_correction(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``d <grad log lambda_x, v> = 2 c d <x, v> / (1 - c|x|^2)``: the volume is ``lambda_x^d`` times Lebesgue measure.
+
+        Inside the ball ``projx`` is the identity, so divergence estimators differentiate in the
+        ball's coordinates (see :meth:`manifolds.Manifold.divergence_correction`). Shapes ``[..., d] -> [...]``.
+        """
+        return (2.0 * self.c * self.dim) * dot(x, v) / hm.conformal_gap(x, self.c)
+
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Wrapped-normal samples ``tanh(sqrt(c) r / 2) v / (sqrt(c) r)``, shape ``[*shape, d]``."""
         v, r = self._sample_radius_vectors(shape, dtype, device, generator)
@@ -266,6 +274,17 @@ class Hyperboloid(_Hyperbolic):
         t = math.sqrt(self.c) * self.dist(x, y, keepdim=True)
         k = self.c * dot(z, v[..., 1:], keepdim=True) / (1.0 + torch.cosh(t))
         return self._lift(ys, v[..., 1:] + k * (xs + ys))
+
+    def divergence_correction(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``-<xs, vs> / x0^2``: the volume is ``1 / (sqrt(c) x0)`` times Lebesgue measure of the space part.
+
+        ``projx`` keeps the space part ``xs`` and recomputes ``x0``, so divergence estimators
+        differentiate in the chart ``xs``, where the metric is ``I - xs xs^T / x0^2`` with
+        determinant ``1 / (c x0^2)``; ``grad log rho = -grad log x0 = -xs / x0^2`` (see
+        :meth:`manifolds.Manifold.divergence_correction`). Shapes ``[..., d+1] -> [...]``.
+        """
+        xs = x[..., 1:]
+        return -dot(xs, v[..., 1:]) / (1.0 / self.c + dot(xs, xs))
 
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Wrapped-normal samples ``(cosh(sqrt(c) r)/sqrt(c), sinhc(sqrt(c) r) v)``, shape ``[*shape, d+1]``."""

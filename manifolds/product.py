@@ -151,6 +151,12 @@ class ProductManifold(Manifold):
             [m.random_base(*shape, dtype=dtype, device=device, generator=generator) for m in self.factors], dim=-1
         )
 
+    def divergence_correction(self, x, v):
+        """Sum of the factors' divergence corrections; shape ``[...]``."""
+        lead = torch.broadcast_shapes(x.shape[:-1], v.shape[:-1])
+        xs, vs = (self.split(t.expand(lead + t.shape[-1:])) for t in (x, v))
+        return sum(m.divergence_correction(a, b) for m, a, b in zip(self.factors, xs, vs))
+
     def base_logprob(self, x):
         """Sum of the factors' base log-densities; shape ``[...]``."""
         return sum(m.base_logprob(p) for m, p in zip(self.factors, self.split(x)))

@@ -179,6 +179,19 @@ class SPD(Manifold):
         kv = k @ vw
         return self._flat(self._colour(a, vw + kv + kv.transpose(-1, -2) + kv @ k))
 
+    def divergence_correction(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``-(n+1)/2 tr(P^-1 V)``: the affine-invariant volume is ``det(P)^(-(n+1)/2)`` times Lebesgue measure.
+
+        ``projx`` only symmetrises valid points, so divergence estimators differentiate in the
+        coordinates of the symmetric matrices (Frobenius-Lebesgue measure). The metric at ``P``
+        is ``|L_P U|_F^2`` with ``L_P U = P^-1/2 U P^-1/2``, and ``det L_P = det(P)^(-(n+1)/2)`` on
+        symmetric matrices, so ``grad log rho = -(n+1)/2 P^-1`` (see
+        :meth:`manifolds.Manifold.divergence_correction`). Shapes ``[..., n*n] -> [...]``.
+        """
+        a = self._chol(x)
+        w = self._whiten(a, sym(self._mat(v)))  # A^-1 V A^-T has the trace of P^-1 V
+        return -0.5 * (self.n + 1) * w.diagonal(dim1=-2, dim2=-1).sum(-1)
+
     # ------------------------------------------------------------------ base distribution
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Log-normal samples ``expm(S)`` (see the class notes), shape ``[*shape, n*n]``."""
