@@ -54,7 +54,7 @@ def parse_manifold(spec: str) -> Manifold:
         raise ValueError(f"unknown manifold {spec!r}; choose from {valid}")
     if kind == "so3":
         if size:
-            raise ValueError(f"manifold 'so3' takes no size, got {spec!r}")
+            raise ValueError(f"manifold 'so3' takes no size, got {spec!r} ({valid})")
         return SO3()
     if not size.isdigit() or int(size) < 1:
         raise ValueError(f"manifold {spec!r} needs a size >= 1 after the colon ({valid})")

@@ -1,4 +1,4 @@
-"""PPD's SO(3) kernels (antipodally symmetric vMF on quaternions): normalised, sampled exactly, uniform at kappa = 0."""
+"""PPD's kernels on SO(3) (antipodally symmetric vMF on quaternions) and high-dimensional tori."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 
 import manifolds as mf
 from manifold_flows import PPD, MoserFlow, VectorField
-from manifold_flows.kde import KernelDensityPath, kernel_log_matrix, kernel_sample
+from manifold_flows.kde import MATMUL_ANGLES, KernelDensityPath, kernel_log_matrix, kernel_sample
 
 
 def _gen(seed):
@@ -61,3 +61,15 @@ def test_ppd_and_moser_name_why_they_do_not_apply(manifold):
         PPD(manifold, VectorField(manifold, hidden=8, depth=1))
     with pytest.raises(ValueError, match="compact manifold without boundary"):
         MoserFlow(manifold, VectorField(manifold, hidden=8, depth=1, time_dependent=False))
+
+
+def test_high_dimensional_torus_kernels_through_matrix_products_agree():
+    d = MATMUL_ANGLES + 12
+    m = mf.FlatTorus(d)
+    x = m.random_base(30, dtype=torch.float64, generator=_gen(8))
+    c = torch.cat([x[:5] + 1e-3, m.random_base(40, dtype=torch.float64, generator=_gen(9))])  # close pairs too
+    kappa = torch.linspace(0.0, 50.0, 30, dtype=torch.float64)
+    got = kernel_log_matrix(m, x, m.projx(c), kappa)
+    one_d = mf.FlatTorus(1)  # the product of d von Mises kernels, one angle at a time (elementwise path)
+    ref = sum(kernel_log_matrix(one_d, x[:, j:j + 1], m.projx(c)[:, j:j + 1], kappa) for j in range(d))
+    assert torch.allclose(got, ref, atol=1e-10)
