@@ -84,7 +84,8 @@ class TrainConfig:
     hidden: int = field(default=256, metadata=_help("width of the hidden layers"))
     depth: int = field(default=4, metadata=_help("number of hidden layers"))
     fourier_features: int = field(default=0, metadata=_help(
-        "random Fourier features of embedded coordinates (sphere, meshes) as extra network inputs; 0: none"))
+        "random Fourier features of embedded coordinates (sphere, meshes) as extra network inputs, and as many of "
+        "torus angles (integer frequencies coupling pairs of angles); 0: none"))
     fourier_scale: float = field(default=1.0, metadata=_help(
         "frequency scale of the random Fourier features (1 / the length scale they resolve)"))
     activation: Optional[str] = field(default=None, metadata=_help(

@@ -51,19 +51,24 @@ def so3_axis_angle(path: Path, *, samples: Optional[torch.Tensor] = None, points
         points: data points ``[K, 9]``.
         title: figure title.
     """
-    fig = Figure(figsize=(15, 4.6), dpi=110)
+    fig = Figure(figsize=(16, 5.0), dpi=110)
     FigureCanvasAgg(fig)
-    last = None
+    grid = fig.add_gridspec(1, 3, width_ratios=[1.35, 1.35, 1.0], wspace=0.2)
+    last, maps = None, []
     for i, (pts, name) in enumerate(((points, "test data"), (samples, "model samples"))):
-        ax = fig.add_subplot(1, 3, i + 1, projection="mollweide")
+        ax = fig.add_subplot(grid[0, i], projection="mollweide")
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"{name}: rotation axes", fontsize=10)
+        ax.set_xticklabels([])
+        ax.tick_params(labelsize=7)
+        ax.set_title(f"{name}: rotation axes (Mollweide map of the unit axis)", fontsize=9)
+        maps.append(ax)
         if pts is not None and pts.shape[0]:
             lon, lat, angle = _axis_angle(pts)
             last = ax.scatter(lon, lat, c=angle, s=3, cmap="viridis", vmin=0, vmax=math.pi)
     if last is not None:
-        fig.colorbar(last, ax=fig.axes[:2], shrink=0.7, label="rotation angle (rad)")
-    ax = fig.add_subplot(1, 3, 3)
+        fig.colorbar(last, ax=maps, orientation="horizontal", shrink=0.5, pad=0.05,
+                     label="rotation angle (rad); at pi the axes n and -n are the same rotation")
+    ax = fig.add_subplot(grid[0, 2])
     bins = np.linspace(0, math.pi, 41)
     for pts, name, color in ((points, "test data", "crimson"), (samples, "model samples", "royalblue")):
         if pts is not None and pts.shape[0]:

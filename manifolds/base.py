@@ -38,7 +38,7 @@ def batch_shape(shape: Tuple[Shape, ...]) -> Tuple[int, ...]:
 
 CHECKED_METHODS = (
     "projx", "proju", "proju_orthogonal", "tangent_field", "geodesic", "expmap", "logmap", "transp", "inner", "norm", "dist", "dist2", "retr",
-    "egrad2rgrad", "base_logprob", "divergence_correction", "expmap_transp", "retr_transp", "transp_follow_expmap", "transp_follow_retr",
+    "egrad2rgrad", "base_logprob", "divergence_correction", "normal_coordinates", "expmap_transp", "retr_transp", "transp_follow_expmap", "transp_follow_retr",
 )
 """Public operations whose point and vector arguments are checked on entry (trailing dimension, floating dtype)."""
 POINT_ARGUMENTS = ("x", "y", "u", "v")
@@ -160,6 +160,17 @@ class Manifold(geoopt.Manifold):
         parts of ``u`` that the field should not depend on first (see ``Mesh.tangent_field``).
         """
         return self.proju(x, u)
+
+    def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """Coordinates of points that networks read: ``[..., D] -> [..., D]``; the points themselves by default.
+
+        Non-compact manifolds whose coordinates grow exponentially with the distance from the
+        base's centre (SPD matrices, hyperbolic models) return coordinates of the exponential
+        chart there instead, which grow linearly: a network of them grows at most linearly with
+        the distance, so (with :meth:`tangent_field` bounding the Riemannian speed by the
+        network's output) its flow cannot run off to infinity in finite time.
+        """
+        return x
 
     @abc.abstractmethod
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import math
 import torch
 
 from . import _hyperbolic_math as hm
-from ._numerics import dot, log_sinhc, norm, safe_sqrt, sinhc, tanhc, tiny, xcothx
+from ._numerics import atanhc, dot, log_sinhc, norm, safe_sqrt, sinhc, tanhc, tiny, xcothx
 from .base import Manifold, batch_shape
 
 
@@ -87,6 +87,14 @@ class PoincareBall(_Hyperbolic):
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Every vector is tangent: ``u`` broadcast against ``x``."""
         return u.expand(torch.broadcast_shapes(x.shape, u.shape))
+
+    def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``u / lambda_x``: a network output read in an orthonormal frame, Riemannian norm ``|u|``; ``[..., d]``."""
+        return u * (0.5 * hm.conformal_gap(x, self.c, keepdim=True))
+
+    def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """``(2 / sqrt(c)) artanh(sqrt(c)|x|) x / |x|``: the exponential chart at the origin, ``[..., d]``."""
+        return 2.0 * atanhc(math.sqrt(self.c) * norm(x, keepdim=True)) * x
 
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient ``u / lambda_x^2``; shapes ``[..., d]``."""
@@ -212,6 +220,18 @@ class Hyperboloid(_Hyperbolic):
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``(<xs, us> / x0, us)``, the differential of :meth:`projx`; shapes ``[..., d+1]``."""
         return self._lift(x[..., 1:], u[..., 1:])
+
+    def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """``(log(sqrt(c) x0), r xs / |xs|)`` with ``r = asinh(sqrt(c)|xs|) / sqrt(c)`` the distance to the origin; ``[..., d+1]``.
+
+        The space part is the exponential chart at the origin; ``log(sqrt(c) x0) = log cosh(sqrt(c) r)``
+        adds a smooth coordinate that grows like the distance, so the shape stays ``d + 1``.
+        """
+        sc = math.sqrt(self.c)
+        xs = x[..., 1:]
+        a = sc * norm(xs, keepdim=True)
+        ratio = torch.where(a < 1e-4, 1.0 - a * a / 6.0, torch.asinh(a) / a.clamp_min(1e-4))  # asinh(a) / a
+        return torch.cat([torch.log(sc * self._time(xs)), ratio * xs], dim=-1)
 
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient (``proju_L(x, J u)``, ``J = diag(-1, 1, ..., 1)``) from space parts; ``[..., d+1]``.

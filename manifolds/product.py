@@ -80,6 +80,10 @@ class ProductManifold(Manifold):
         """Each factor's :meth:`~manifolds.Manifold.tangent_field` on its coordinates."""
         return self._broadcast_map("tangent_field", x, u)
 
+    def normal_coordinates(self, x):
+        """Each factor's :meth:`~manifolds.Manifold.normal_coordinates`, concatenated."""
+        return self._broadcast_map("normal_coordinates", x)
+
     def geodesic(self, x, u, t):
         """Each factor's geodesic point and velocity, concatenated."""
         lead = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1], t.shape)

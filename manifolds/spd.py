@@ -110,6 +110,22 @@ class SPD(Manifold):
         u = u.expand(torch.broadcast_shapes(x.shape, u.shape))
         return self._flat(sym(self._mat(u)))
 
+    def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``A sym(U) A^T`` (``P = A A^T``, Cholesky): a network output read in whitened coordinates; ``[..., n*n]``.
+
+        The Riemannian norm of the result is ``|sym(U)|_F``, so a bounded output moves points at a
+        bounded speed in the metric (a plain ``sym(U)`` would be arbitrarily fast near the boundary
+        of the cone, where flows then leave the range of the dtype).
+        """
+        u = u.expand(torch.broadcast_shapes(x.shape, u.shape))
+        return self._flat(self._colour(self._chol(x), sym(self._mat(u))))
+
+    def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """``logm(P)`` flattened, ``[..., n*n]``: the exponential chart at the identity (the base's centre)."""
+        p = sym(self._mat(x))
+        eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
+        return self._flat(matrix_function(p - eye, "log1p"))
+
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient ``P sym(G) P`` of a Euclidean gradient ``G``; shapes ``[..., n*n]``."""
         p = sym(self._mat(x))
