@@ -125,7 +125,7 @@ def report() -> None:
                     f"{met} |")
     minutes = sorted({r["minutes"] for r in results})
     seeds = sorted({r["seed"] for r in results})
-    lik = sorted({r["likelihood"].split(" (")[0] for r in results})
+    lik = sorted({r["likelihood"] for r in results})
     body = "\n".join([
         f"Test NLL minus the exact NLL of the target on the same 1,000 test points (10,000 samples, random 80/10/10 "
         f"split, seeds {seeds}), after `manifold-flows train --minutes {'/'.join(f'{x:g}' for x in minutes)}` "
