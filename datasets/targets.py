@@ -227,13 +227,13 @@ class WrappedNormalSPD(SyntheticTarget):
         log_comp = _lognormal_logprob(w, self.stds.to(x), n)
         return torch.logsumexp(self.log_weights.to(x) + log_comp, dim=-1)
 
-    def sample(self, n_samples, generator=None, *, dtype=None, device=None) -> torch.Tensor:
-        """Exact samples ``A_k expm(S) A_k^T``, shape ``[n_samples, n*n]``."""
+    def sample(self, n, generator=None, *, dtype=None, device=None) -> torch.Tensor:
+        """Exact samples ``A_k expm(S) A_k^T``, shape ``[n, size*size]`` (``size`` the matrices' size)."""
         dtype, device = self._dtype_device(dtype, device)
-        n = self.manifold.n
-        comp = self._components(self.log_weights, n_samples, generator, device)
+        size = self.manifold.n
+        comp = self._components(self.log_weights, n, generator, device)
         f64 = dict(dtype=torch.float64, device=device)
-        g = torch.randn(n_samples, n, n, generator=generator, **f64)
+        g = torch.randn(n, size, size, generator=generator, **f64)
         low = torch.tril(g, diagonal=-1) * math.sqrt(0.5)
         s = (low + low.transpose(-1, -2) + torch.diag_embed(g.diagonal(dim1=-2, dim2=-1)))
         s = s * self.stds.to(**f64)[comp].reshape(-1, 1, 1)
@@ -242,7 +242,7 @@ class WrappedNormalSPD(SyntheticTarget):
         a = self.chol.to(**f64)[comp]
         p = a @ e @ a.transpose(-1, -2)
         p = 0.5 * (p + p.transpose(-1, -2))
-        return p.reshape(n_samples, n * n).to(dtype)
+        return p.reshape(n, size * size).to(dtype)
 
 
 # ---------------------------------------------------------------------------------------- hyperbolic
