@@ -141,21 +141,23 @@ def spd2_coordinates(path: Path, *, samples: Optional[torch.Tensor] = None, poin
     The matrices fill the open cone ``a > 0, c > 0, b^2 < a c``; the pairwise panels show how the
     model's samples cover the data.
     """
-    fig = Figure(figsize=(16, 4.4), dpi=110)
+    fig = Figure(figsize=(18, 4.6), dpi=110)
     FigureCanvasAgg(fig)
-    ax3 = fig.add_subplot(1, 4, 1, projection="3d")
+    grid = fig.add_gridspec(1, 4, wspace=0.45, width_ratios=[1.3, 1, 1, 1])
+    ax3 = fig.add_subplot(grid[0, 0], projection="3d")
     labels = ("a = P00", "b = P01", "c = P11")
     idx = (0, 1, 3)
     for pts, style in ((samples, SAMPLE_STYLE), (points, DATA_STYLE)):
         if pts is not None and pts.shape[0]:
             q = _numpy(pts)[:, idx]
             ax3.scatter(q[:, 0], q[:, 1], q[:, 2], s=2, c=style.get("c", "crimson"), alpha=0.5, label=style["label"])
-    ax3.set_xlabel(labels[0])
-    ax3.set_ylabel(labels[1])
-    ax3.set_zlabel(labels[2])
+    ax3.set_xlabel(labels[0], fontsize=8)
+    ax3.set_ylabel(labels[1], fontsize=8)
+    ax3.set_zlabel(labels[2], fontsize=8)
+    ax3.tick_params(labelsize=7)
     ax3.legend(fontsize=8)
     for k, (i, j) in enumerate(((0, 1), (0, 2), (1, 2))):
-        ax = fig.add_subplot(1, 4, k + 2)
+        ax = fig.add_subplot(grid[0, k + 1])
         for pts, style in ((samples, SAMPLE_STYLE), (points, DATA_STYLE)):
             if pts is not None and pts.shape[0]:
                 q = _numpy(pts)[:, idx]
@@ -221,4 +223,4 @@ def plot_other_manifold(objective, net, points: torch.Tensor, path: Path, *, cfg
     def log_prob(x: torch.Tensor) -> torch.Tensor:
         return objective.log_prob(x.to(device=p.device, dtype=p.dtype), net=net, solver=solver, solver_steps=steps)
 
-    return poincare_disk(m, path, log_prob=log_prob, samples=samples, points=points, title=title, resolution=60)
+    return poincare_disk(m, path, log_prob=log_prob, samples=samples, points=points, title=title, resolution=90)
