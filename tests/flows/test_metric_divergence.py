@@ -82,3 +82,18 @@ def test_estimator_defaults_follow_the_dimension():
     assert resolve_estimator("hutchinson", mf.SO3()) == "hutchinson"
     with pytest.raises(ValueError, match="unknown divergence estimator"):
         resolve_estimator("trace", mf.SO3())
+
+
+@pytest.mark.parametrize("name", ["so3", "spd3", "poincare3_c0.7", "hyperboloid3_c0.5"])
+def test_rfm_target_velocity_is_the_derivative_of_the_geodesic(name):
+    # RFM regresses on Manifold.geodesic's velocity: transported log maps, checked against central differences
+    m = METRICS[name]()
+    g = torch.Generator().manual_seed(8)
+    x0, x1 = m.random_base(32, dtype=torch.float64, generator=g), m.random_base(32, dtype=torch.float64, generator=g)
+    u = m.logmap(x0, x1)
+    t = torch.rand(32, dtype=torch.float64, generator=g)
+    xt, vt = m.geodesic(x0, u, t)
+    h = 1e-6
+    fd = (m.expmap(x0, (t + h)[:, None] * u) - m.expmap(x0, (t - h)[:, None] * u)) / (2 * h)
+    assert torch.allclose(vt, fd, atol=1e-5 * (1 + fd.abs().max())), (vt - fd).abs().max()
+    assert torch.allclose(m.geodesic(x0, u, torch.ones_like(t))[0], x1, atol=1e-8)
