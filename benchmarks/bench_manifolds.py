@@ -6,6 +6,11 @@ of the class layer. geoopt's own classes are timed where geoopt has one. The scr
 records the float32 accuracy that the guards buy.
 
     python benchmarks/bench_manifolds.py [--n 1000000] [--repeats 15] [--device cpu]
+    python benchmarks/bench_manifolds.py --set matrix-hyperbolic [--n 200000]
+
+``--set matrix-hyperbolic`` times SO(3), SPD(3), the Poincare ball and the hyperboloid (against
+the textbook formulas and geoopt's ``SymmetricPositiveDefinite``, ``PoincareBall`` and ``Lorentz``)
+and writes its own section.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import interleaved_medians, write_section  # noqa: E402
 
-from manifolds import Euclidean, FlatTorus, ProductManifold, Sphere  # noqa: E402
+from manifolds import SO3, SPD, Euclidean, FlatTorus, Hyperboloid, PoincareBall, ProductManifold, Sphere  # noqa: E402
 
 import geoopt  # noqa: E402  (after manifolds: imported quietly there)
 
@@ -90,6 +95,130 @@ PLAIN = {
 }
 
 
+# ---------------------------------------------------------------- textbook formulas of the matrix and hyperbolic spaces
+def _vee(m):
+    return 0.5 * torch.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1)
+
+
+def _hat(w):
+    z = torch.zeros_like(w[..., 0])
+    return torch.stack([z, -w[..., 2], w[..., 1], w[..., 2], z, -w[..., 0], -w[..., 1], w[..., 0], z], -1).reshape(
+        *w.shape[:-1], 3, 3)
+
+
+def so3_exp(x, u):
+    r = x.reshape(-1, 3, 3)
+    w = _vee(r.transpose(-1, -2) @ u.reshape(-1, 3, 3))
+    t = torch.linalg.vector_norm(w, dim=-1)[..., None, None]
+    k = _hat(w)
+    return (r @ (torch.eye(3) + torch.sin(t) / t * k + (1 - torch.cos(t)) / t**2 * (k @ k))).reshape(-1, 9)
+
+
+def so3_dist(x, y):
+    m = x.reshape(-1, 3, 3).transpose(-1, -2) @ y.reshape(-1, 3, 3)
+    return torch.acos(((m.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))
+
+
+def so3_log(x, y):
+    r = x.reshape(-1, 3, 3)
+    m = r.transpose(-1, -2) @ y.reshape(-1, 3, 3)
+    t = torch.acos(((m.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))
+    return (r @ _hat(_vee(m) * (t / torch.sin(t))[..., None])).reshape(-1, 9)
+
+
+def _eig_fn(p, fn):
+    lam, v = torch.linalg.eigh(p)
+    return (v * fn(lam).unsqueeze(-2)) @ v.transpose(-1, -2)
+
+
+def spd_exp(x, u):
+    p, w = x.reshape(-1, 3, 3), u.reshape(-1, 3, 3)
+    s, si = _eig_fn(p, torch.sqrt), _eig_fn(p, torch.rsqrt)
+    return (s @ _eig_fn(si @ w @ si, torch.exp) @ s).reshape(-1, 9)
+
+
+def spd_log(x, y):
+    p, q = x.reshape(-1, 3, 3), y.reshape(-1, 3, 3)
+    s, si = _eig_fn(p, torch.sqrt), _eig_fn(p, torch.rsqrt)
+    return (s @ _eig_fn(si @ q @ si, torch.log) @ s).reshape(-1, 9)
+
+
+def spd_dist(x, y):
+    si = _eig_fn(x.reshape(-1, 3, 3), torch.rsqrt)
+    return torch.linalg.vector_norm(torch.log(torch.linalg.eigvalsh(si @ y.reshape(-1, 3, 3) @ si)), dim=-1)
+
+
+def _mobius(x, y):
+    xy, x2, y2 = (x * y).sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True), (y * y).sum(-1, keepdim=True)
+    return ((1 + 2 * xy + y2) * x + (1 - x2) * y) / (1 + 2 * xy + x2 * y2)
+
+
+def ball_exp(x, u):
+    lam = 2 / (1 - (x * x).sum(-1, keepdim=True))
+    n = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+    return _mobius(x, torch.tanh(lam * n / 2) * u / n)
+
+
+def ball_log(x, y):
+    w = _mobius(-x, y)
+    n = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+    return (1 - (x * x).sum(-1, keepdim=True)) * torch.atanh(n) * w / n
+
+
+def ball_dist(x, y):
+    num = 2 * ((x - y) ** 2).sum(-1)
+    return torch.acosh(1 + num / ((1 - (x * x).sum(-1)) * (1 - (y * y).sum(-1))))
+
+
+def _minkowski(x, y, keepdim=False):
+    out = (x[..., 1:] * y[..., 1:]).sum(-1) - x[..., 0] * y[..., 0]
+    return out.unsqueeze(-1) if keepdim else out
+
+
+def lorentz_exp(x, u):
+    n = torch.sqrt(_minkowski(u, u, keepdim=True).clamp_min(0))
+    return torch.cosh(n) * x + torch.sinh(n) * u / n
+
+
+def lorentz_dist(x, y):
+    return torch.acosh((-_minkowski(x, y)).clamp_min(1))
+
+
+def lorentz_log(x, y):
+    xy = _minkowski(x, y, keepdim=True)
+    v = y + xy * x
+    return torch.acosh((-xy).clamp_min(1)) * v / torch.sqrt(_minkowski(v, v, keepdim=True).clamp_min(0))
+
+
+PLAIN.update({
+    "SO3": (so3_exp, so3_log, so3_dist),
+    "SPD(3)": (spd_exp, spd_log, spd_dist),
+    "PoincareBall(2)": (ball_exp, ball_log, ball_dist),
+    "PoincareBall(16)": (ball_exp, ball_log, ball_dist),
+    "Hyperboloid(2)": (lorentz_exp, lorentz_log, lorentz_dist),
+    "Hyperboloid(16)": (lorentz_exp, lorentz_log, lorentz_dist),
+})
+
+
+class _Matrices:
+    """geoopt's SPD manifold on our flattened points (its methods take ``[..., n, n]`` matrices)."""
+
+    def __init__(self, n):
+        self.n, self.g = n, geoopt.SymmetricPositiveDefinite()
+
+    def _m(self, x):
+        return x.reshape(*x.shape[:-1], self.n, self.n)
+
+    def expmap(self, x, u):
+        return self.g.expmap(self._m(x), self._m(u))
+
+    def logmap(self, x, y):
+        return self.g.logmap(self._m(x), self._m(y))
+
+    def dist(self, x, y):
+        return self.g.dist(self._m(x), self._m(y))
+
+
 def accuracy_table(device) -> str:
     """float32 errors near x = y against a float64 reference, for the package, geoopt and acos."""
     m, g = Sphere(2), geoopt.Sphere()
@@ -114,15 +243,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--set", choices=["core", "matrix-hyperbolic"], default="core",
+                        help="core: spheres, tori, Euclidean space, products; matrix-hyperbolic: SO(3), SPD(3), "
+                             "Poincare ball, hyperboloid")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    cases = {
-        "Sphere(2)": (Sphere(2), geoopt.Sphere()),
-        "FlatTorus(2)": (FlatTorus(2), None),
-        "Euclidean(3)": (Euclidean(3), geoopt.Euclidean(ndim=1)),
-        "Sphere(2) x FlatTorus(2)": (ProductManifold(Sphere(2), FlatTorus(2)), None),
-    }
+    if args.set == "matrix-hyperbolic":
+        cases = {
+            "SO3": (SO3(), None),
+            "SPD(3)": (SPD(3), _Matrices(3)),
+            "PoincareBall(2)": (PoincareBall(2), geoopt.PoincareBall(c=1.0)),
+            "PoincareBall(16)": (PoincareBall(16), geoopt.PoincareBall(c=1.0)),
+            "Hyperboloid(2)": (Hyperboloid(2), geoopt.Lorentz(k=1.0)),
+            "Hyperboloid(16)": (Hyperboloid(16), geoopt.Lorentz(k=1.0)),
+        }
+    else:
+        cases = {
+            "Sphere(2)": (Sphere(2), geoopt.Sphere()),
+            "FlatTorus(2)": (FlatTorus(2), None),
+            "Euclidean(3)": (Euclidean(3), geoopt.Euclidean(ndim=1)),
+            "Sphere(2) x FlatTorus(2)": (ProductManifold(Sphere(2), FlatTorus(2)), None),
+        }
     lines = [
         f"{args.n:,} points, float32, {device.type}; median of {args.repeats} interleaved runs (ms). "
         "Ratios below 1 mean the package is faster.",
@@ -153,6 +295,16 @@ def main() -> None:
             print(lines[-1], flush=True)
             if t_geo and t_ours > 1.1 * t_geo:
                 slower.append(f"{name} {op}")
+    if args.set == "matrix-hyperbolic":
+        lines += ["", "Points: base samples (Haar on SO(3); log-normal on SPD(3); wrapped normal with sigma 1 on the "
+                  "hyperbolic models, curvature -1), tangent vectors half the log map between two such samples. geoopt has "
+                  "no SO(3); its SPD manifold works on 3 x 3 matrices (our points are reshaped, which copies nothing). "
+                  "More than 10% slower than geoopt: " + (", ".join(slower) or "none") + "."]
+        body = "\n".join(lines)
+        print(body)
+        if not args.no_write:
+            write_section("Manifold operations: SO(3), SPD, hyperbolic space", body)
+        return
     if slower:
         lines += ["", f"More than 10% slower than geoopt: {', '.join(slower)}. geoopt's sphere distance is a clamped `acos`, one "
                   "reduction cheaper than `2 atan2(|x - y|, |x + y|)` and wrong near x = y (table below)."]

@@ -18,7 +18,7 @@ def load_data(cfg: TrainConfig) -> Dict[str, Any]:
 
     seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     return load_dataset(cfg.data, seed=seed, n_synthetic=cfg.n_synthetic, dedupe=cfg.dedupe, density=cfg.density,
-                        samples=cfg.samples, mesh_scale=cfg.mesh_scale)
+                        samples=cfg.samples, mesh_scale=cfg.mesh_scale, manifold=cfg.manifold, amino=cfg.amino)
 
 
 def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[PremetricPath]:

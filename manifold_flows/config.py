@@ -29,8 +29,8 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "rfm": {"lr": 1e-3, "activation": "silu", "zero_init": False, "coupling": "independent", "n_eigs": 100,
             "sim_steps": 50},
     "moser": {"lr": 1e-3, "activation": "softplus100", "lam": 2.0, "eps": 1e-5, "zero_init": True,
-              "divergence": "exact", "n_probes": 1},
-    "ppd": {"lr": 1e-3, "activation": "silu", "ppd_norm": 1, "zero_init": False, "divergence": "exact", "n_probes": 1},
+              "divergence": "auto", "n_probes": 1},
+    "ppd": {"lr": 1e-3, "activation": "silu", "ppd_norm": 1, "zero_init": False, "divergence": "auto", "n_probes": 1},
 }
 """Per-method defaults of the config fields left as ``None`` (see README, 'Choosing a method')."""
 
@@ -64,8 +64,14 @@ class TrainConfig:
     """
 
     data: str = field(default="volcano", metadata=_help(
-        "volcano | earthquake | flood | PATH.csv (lat,lon degrees) | a synthetic name (see manifold_flows.datasets) "
+        "volcano | earthquake | flood | PATH.csv (lat,lon degrees, or --manifold coordinates) | PATH.tsv (protein "
+        "torsions source,phi,psi,amino in degrees, on T^2) | a synthetic name (see manifold_flows.datasets) "
         "| mesh:bunny | mesh:PATH (any mesh file trimesh reads) | implicit:sphere|ellipsoid|torus"))
+    manifold: Optional[str] = field(default=None, metadata=_help(
+        "the manifold of a CSV of your own points, one per row in its coordinates (matrices flattened row-major): "
+        "so3 | spd:N | poincare:D | hyperboloid:D | torus:D (radians) | sphere:D (default: lat,lon degrees on S^2)"))
+    amino: Optional[str] = field(default=None, metadata=_help(
+        "protein torsion TSV: keep one Ramachandran class: General | Glycine | Proline | Pre-Pro (default: all rows)"))
     method: str = field(default="rfm", metadata=_help(
         "training objective: rfm | moser | ppd (per-method defaults fill unset options, see README)"))
     out: str = field(default="runs/volcano", metadata=_help("output folder (checkpoints, metrics.json, density.png)"))
@@ -81,8 +87,9 @@ class TrainConfig:
     hidden: int = field(default=256, metadata=_help("width of the hidden layers"))
     depth: int = field(default=4, metadata=_help("number of hidden layers"))
     fourier_features: Optional[int] = field(default=None, metadata=_help(
-        "random Fourier features of embedded coordinates as extra network inputs; 0: none (default: per method "
-        "on spheres, see README; none elsewhere)"))
+        "random Fourier features of embedded coordinates as extra network inputs, and as many of torus angles "
+        "(integer frequencies coupling pairs of angles); 0: none (default: per method on spheres, see README; "
+        "none elsewhere)"))
     fourier_scale: Optional[float] = field(default=None, metadata=_help(
         "frequency scale of the random Fourier features, 1 / the length scale they resolve (default: per method)"))
     activation: Optional[str] = field(default=None, metadata=_help(
@@ -107,7 +114,8 @@ class TrainConfig:
     zero_init: Optional[bool] = field(default=None, metadata=_help(
         "start from the zero field (default: per method; on for Moser Flow)"))
     divergence: Optional[str] = field(default=None, metadata=_help(
-        "Moser Flow / PPD: divergence estimator in training: exact | hutchinson"))
+        "Moser Flow / PPD: divergence estimator in training: exact | hutchinson | auto (exact up to "
+        "manifold_flows.divergence.HUTCHINSON_ABOVE dimensions, Hutchinson above)"))
     n_probes: Optional[int] = field(default=None, metadata=_help("Moser Flow / PPD: Hutchinson probes per point"))
     ppd_norm: Optional[int] = field(default=None, metadata=_help(
         "PPD: 1 or 2, the norm of the residual (default: per method)"))
@@ -215,7 +223,7 @@ class TrainConfig:
             out.append(f"unknown --activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}")
         if self.solver not in available_solvers():
             out.append(f"unknown --solver {self.solver!r}; choose from {available_solvers()}")
-        choices = {"coupling": ("independent", "ot"), "path": PATHS, "divergence": ("exact", "hutchinson"),
+        choices = {"coupling": ("independent", "ot"), "path": PATHS, "divergence": ("exact", "hutchinson", "auto"),
                    "ppd_norm": (1, 2), "dtype": tuple(DTYPES)}
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -227,6 +235,7 @@ class TrainConfig:
         for name in ("density", "samples", "mesh_scale"):
             if getattr(self, name) is not None and not mesh_data:
                 out.append(f"{_flag(name)} applies to mesh: and implicit: data only, not {self.data!r}")
+        out += _data_problems(self.data, self.manifold, self.amino, mesh_data)
         if self.density is not None and self.samples is not None:
             out.append("--density and --samples exclude each other (a target to sample, or your own points)")
         problem = device_problem(self.device)
@@ -268,6 +277,27 @@ class TrainConfig:
         """``{field: (self's value, other's value)}`` for every field that differs."""
         return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)
                 if getattr(self, f.name) != getattr(other, f.name)}
+
+
+def _data_problems(data: str, manifold: Optional[str], amino: Optional[str], mesh_data: bool) -> List[str]:
+    """Problems of ``--manifold`` and ``--amino`` against ``--data`` (both describe files of your own points)."""
+    from .datasets import AMINO_CLASSES, EARTH_DATASETS, SYNTHETIC, parse_manifold
+
+    out = []
+    own_file = not mesh_data and data not in SYNTHETIC and data not in EARTH_DATASETS
+    if manifold is not None:
+        if not own_file:
+            out.append(f"--manifold applies to a CSV file of your own points, not {data!r} (it has its own manifold)")
+        try:
+            parse_manifold(manifold)
+        except ValueError as e:
+            out.append(f"--manifold: {e}")
+    if amino is not None:
+        if not (own_file and data.lower().endswith(".tsv")):
+            out.append(f"--amino applies to protein torsion files (.tsv), not {data!r}")
+        if amino not in AMINO_CLASSES:
+            out.append(f"--amino must be one of {list(AMINO_CLASSES)}, got {amino!r}")
+    return out
 
 
 def _flag(name: str) -> str:

@@ -1,11 +1,21 @@
 """Riemannian divergence of tangent fields on embedded manifolds: exact Jacobian trace and Hutchinson.
 
 The field is extended off the manifold as ``g(y) = proju(projx(y), field(projx(y), t))``. On the
-manifolds of :mod:`manifolds` (sphere, flat torus, Euclidean space and their products; all carry
-the metric of their coordinates) this extension is constant along normals and tangent-valued, so
-its ambient Jacobian ``J`` satisfies ``J = J P`` (``P`` the tangent projector) and
+manifolds that carry the metric of their coordinates (sphere, flat torus, Euclidean space and
+their products) this extension is constant along normals and tangent-valued, so its ambient
+Jacobian ``J`` satisfies ``J = J P`` (``P`` the tangent projector) and
 
     div_M field(x) = tr(P J P) = tr(J)   at points x on the manifold.
+
+For other metrics (SO(3), SPD matrices, hyperbolic space) ``tr(J)`` is the divergence w.r.t. the
+measure that ``projx``'s coordinates carry, and the Riemannian divergence adds
+``manifold.divergence_correction(x, v) = <grad log rho, v>`` (``rho`` the Riemannian volume
+relative to that measure; zero for SO(3), whose metric is half the Frobenius one). Both
+estimators add it. Hutchinson's estimate uses ``E[z^T J Q z] = tr(J Q) = tr(J)`` with ``Q`` the
+differential of ``projx`` (``proju_orthogonal`` at points of the manifold): for metrics of the
+coordinates both sides of the probe are projected (``Q`` is orthogonal there, and ``tr(Q J Q)``
+has less variance); elsewhere ``Q`` may be oblique (the hyperboloid's projection along the time
+axis), where ``tr(Q^T J Q)`` would differ from ``tr(J)``, so the left probe stays unprojected.
 
 Both estimators differentiate ``g`` with autograd, summing over the batch: they assume the
 field treats every point independently (no batch normalisation or attention across points).
@@ -44,6 +54,31 @@ Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ESTIMATORS = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
 
+HUTCHINSON_ABOVE = 12
+"""Intrinsic dimension above which likelihoods and the training objectives default to Hutchinson's estimator.
+
+The exact trace costs ``D`` backward passes, Hutchinson's one (per probe) plus noise. The
+crossover was measured on flat tori (``benchmarks/bench_torus.py``, BENCHMARKS.md 'High-dimensional
+flat tori'): see :func:`default_estimator`."""
+
+
+def default_estimator(manifold: Manifold) -> str:
+    """``"exact"`` up to :data:`HUTCHINSON_ABOVE` intrinsic dimensions, ``"hutchinson"`` above."""
+    return "exact" if manifold.dim <= HUTCHINSON_ABOVE else "hutchinson"
+
+
+def resolve_estimator(estimator: str, manifold: Manifold) -> str:
+    """``estimator``, with ``"auto"`` replaced by :func:`default_estimator` of ``manifold``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if estimator == "auto":
+        return default_estimator(manifold)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown divergence estimator {estimator!r}; choose from {list(ESTIMATORS) + ['auto']}")
+    return estimator
+
 
 def _as_time(t: Union[float, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``t`` as a 0-dim tensor of ``x``'s dtype and device."""
@@ -68,7 +103,7 @@ def value_and_divergence(
         field: tangent field ``field(x [..., D], t []) -> [..., D]``.
         x: points, shape ``[..., D]`` (on the manifold; off it, ``g`` is the normal extension).
         t: time, a float or 0-dim tensor (converted to ``x``'s dtype and device).
-        manifold: the manifold (metric of its coordinates: Sphere, FlatTorus, Euclidean, products).
+        manifold: the manifold (its ``divergence_correction`` is added for metrics other than the coordinates').
         estimator: ``"exact"`` (trace of the Jacobian, ``D`` backward passes) or ``"hutchinson"``
             (stochastic trace estimate, ``n_probes`` backward passes on a replicated batch).
         n_probes: number of Hutchinson probes averaged per point (``"hutchinson"`` only).
@@ -128,15 +163,19 @@ def value_and_divergence(
             else:
                 eps = torch.randn(xr.shape, generator=generator, device=x.device, dtype=x.dtype)
             # E[eps eps^T] must be the orthogonal projector P, so that E[eps^T J eps] = tr(P J P): an
-            # oblique projection Q (meshes) would give tr(Q^T J Q) and bias the estimate
-            eps = manifold.proju_orthogonal(manifold.projx(xr.detach()), eps)
+            # oblique projection Q (meshes) would give tr(Q^T J Q) and bias the estimate. Where the
+            # metric is not the coordinates' one, the left probe stays raw: E[z^T J Q z] = tr(J Q) (module notes)
+            right = manifold.proju_orthogonal(manifold.projx(xr.detach()), eps)
+            left = right if manifold.ambient_metric else eps
             vr = g(xr)
             div = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
             if vr.requires_grad:
-                (vjp,) = torch.autograd.grad(vr, xr, grad_outputs=eps, create_graph=create_graph, allow_unused=True)
+                (vjp,) = torch.autograd.grad(vr, xr, grad_outputs=left, create_graph=create_graph, allow_unused=True)
                 if vjp is not None:
-                    div = div + (vjp * eps).sum(-1).mean(0)
+                    div = div + (vjp * right).sum(-1).mean(0)
             v = vr[0]
+    if not manifold.ambient_metric:
+        div = div + manifold.divergence_correction(manifold.projx(x.detach()), v)
     if not create_graph:
         v, div = v.detach(), div.detach()
     return v, div
@@ -158,7 +197,8 @@ def divergence(
 
     ``"exact"`` returns the trace of the ambient Jacobian of the normal extension
     ``g(y) = proju(projx(y), field(projx(y), t))``, which equals the Riemannian divergence on the
-    sphere, flat torus, Euclidean space and their products. ``"hutchinson"`` returns the unbiased
+    sphere, flat torus, Euclidean space and their products; other metrics add
+    ``manifold.divergence_correction`` (module notes). ``"hutchinson"`` returns the unbiased
     estimate ``mean_k eps_k^T J eps_k`` with probes ``eps_k = proju(x, z_k)``, ``z_k`` Rademacher
     (default) or standard Gaussian in ambient coordinates; since ``E[eps eps^T] = P`` and
     ``J = J P``, its mean is ``tr(P J P) = tr(J)``, and projecting removes the normal part of the

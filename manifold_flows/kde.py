@@ -11,7 +11,22 @@ with ``nu`` the base density, ``c_i`` the training points, ``w`` a small uniform
 * sphere S^d (d = 1, 2, 3): von Mises-Fisher, ``k = C_d(kappa) exp(kappa <x, c>)``;
 * flat torus T^d: a product of von Mises kernels, ``prod_j exp(kappa cos(x_j - c_j)) / (2 pi I_0(kappa))``;
 * Euclidean R^d (base N(0, I)): ``N(x; a c, (1 - a^2) I)`` with ``a^2 = kappa / (1 + kappa)``;
+* SO(3): an antipodally symmetric von Mises-Fisher kernel on unit quaternions (below);
 * products: the product of the factors' kernels with the same ``kappa``.
+
+The SO(3) kernel. A rotation is a pair of unit quaternions ``+-q``; with the metric
+``tr(A^T B) / 2`` the rotation angle of ``R_c^T R`` is ``theta = 2 arccos|<q, q_c>|``, so SO(3) is the
+unit sphere S^3 scaled by 2 (volume ``8 * 2 pi^2``) with antipodes identified (``8 pi^2``). A
+density ``f`` on the unit S^3 w.r.t. its surface measure gives the density ``(f(q) + f(-q)) / 8``
+on SO(3) (a fundamental domain of S^3 has volume ``2 pi^2 / 2`` and is stretched by ``2^3``). With
+``f`` the vMF density ``C_4(kappa) exp(kappa <q, q_c>)``, ``C_4 = kappa / (4 pi^2 I_1(kappa))``,
+
+    k(R; R_c, kappa) = C_4(kappa) cosh(kappa c) / 4,     c = |<q, q_c>| = cos(theta / 2),
+
+which is ``1 / (8 pi^2)`` (uniform) at ``kappa = 0`` and samples exactly as a vMF draw on S^3
+around either quaternion of ``R_c``. ``c`` comes from the Frobenius distance without quaternions:
+``|R - R_c|_F^2 = 2 (3 - tr R_c^T R) = 8 (1 - c^2)``, and ``1 - c = (1 - c^2) / (1 + c)`` keeps
+small angles precise.
 
 Why this path: every kernel family equals the base distribution at ``kappa = 0`` *exactly* (vMF
 and von Mises are uniform, the Gaussian is N(0, I)), so ``p_0 = nu`` for any ``w`` and any
@@ -33,9 +48,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from manifolds import Euclidean, FlatTorus, Manifold, Sphere
+from manifolds import SO3, Euclidean, FlatTorus, Manifold, Sphere
 
-from .datasets import sample_vmf
+from .datasets import matrix_to_quaternion, quaternion_to_matrix, sample_vmf
 
 KAPPA_GRID = tuple(10.0 ** (k / 4) for k in range(0, 17))  # 1 ... 1e4
 """Concentrations tried by :meth:`KernelDensityPath.fit` (a bandwidth of about 1 down to 0.01 radians)."""
@@ -70,14 +85,56 @@ def _log_vmf_offset(d: int, kappa: torch.Tensor) -> torch.Tensor:
     return torch.where(small, series, exact)
 
 
-def _check_kernel_support(manifold: Manifold) -> None:
+def kernel_support_problem(manifold: Manifold) -> Optional[str]:
+    """Why kernel density paths cannot be built on ``manifold``, or None when they can."""
     for m in manifold.factors:
         if isinstance(m, Sphere):
             if m.dim not in (1, 2, 3):
-                raise NotImplementedError(f"kernel density paths support S^1, S^2 and S^3, not S^{m.dim}")
-        elif not isinstance(m, (FlatTorus, Euclidean)):
-            raise NotImplementedError(f"no kernel family for {type(m).__name__}; kernel density paths support "
-                                      "Sphere, FlatTorus, Euclidean and their products")
+                return f"kernel density paths support S^1, S^2 and S^3, not S^{m.dim}"
+        elif not isinstance(m, (FlatTorus, Euclidean, SO3)):
+            reason = ("its base distribution is not uniform, and no kernel family with a closed-form normaliser "
+                      "reduces to that base at zero concentration" if not m.compact else "no kernel family is implemented")
+            return (f"PPD's target path needs kernels that equal the base distribution at zero concentration, with exact "
+                    f"log-densities and samplers; {m} has none ({reason}). Kernel density paths support spheres S^1-S^3, "
+                    "flat tori, SO(3), Euclidean space and their products")
+    return None
+
+
+def _check_kernel_support(manifold: Manifold) -> None:
+    problem = kernel_support_problem(manifold)
+    if problem is not None:
+        raise NotImplementedError(problem)
+
+
+def _log_so3_kernel(sq: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """``log k`` of the SO(3) kernel (module notes) from squared Frobenius distances ``sq [B, N]`` and ``kappa [B, 1]``."""
+    c2 = (1.0 - sq / 8.0).clamp(0.0, 1.0)  # cos^2(theta / 2)
+    c = torch.sqrt(c2.clamp_min(torch.finfo(sq.dtype).tiny))  # zero gradient where c = 0: log cosh is even in c
+    one_minus_c = (sq / 8.0).clamp(0.0, 1.0) / (1.0 + c)
+    # log k = log C_4 - log 4 + log cosh(kappa c), and log C_4 = offset - kappa with offset = _log_vmf_offset(3, kappa);
+    # log cosh(kappa c) - kappa = -kappa (1 - c) + log1p(exp(-2 kappa c)) - log 2 has no overflow
+    log_cosh = -kappa * one_minus_c + torch.log1p(torch.exp(-2.0 * kappa * c)) - math.log(2.0)
+    return log_cosh + _log_vmf_offset(3, kappa) - math.log(4.0)
+
+
+MATMUL_ANGLES = 8
+"""Tori with more angles than this sum ``sin^2`` of half the angle differences through matrix products (see
+:func:`_torus_half_chord`)."""
+
+
+def _torus_half_chord(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``sum_j sin^2((x_j - c_j) / 2)`` for all pairs: ``x [B, d]``, ``c [N, d]`` -> ``[B, N]``.
+
+    Up to :data:`MATMUL_ANGLES` angles it is summed over a ``[B, N, d]`` tensor, exact for close
+    pairs. Above, the identity ``sum_j sin^2(delta_j / 2) = (d - cos x . cos c - sin x . sin c) / 2``
+    turns it into two matrix products: no ``[B, N, d]`` intermediate (512 x 8000 x 100 floats would
+    be 1.6 GB), at the price of an absolute error of about ``d`` times the dtype's eps, which the
+    concentrations that high-dimensional kernel densities pick (small: wide kernels) do not magnify.
+    """
+    if x.shape[-1] <= MATMUL_ANGLES:
+        return torch.sin(0.5 * (x.unsqueeze(-2) - c)).pow(2).sum(-1)
+    dot = torch.cos(x) @ torch.cos(c).T + torch.sin(x) @ torch.sin(c).T
+    return (0.5 * (x.shape[-1] - dot)).clamp_min(0.0)
 
 
 def kernel_log_matrix(manifold: Manifold, x: torch.Tensor, centres: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
@@ -91,10 +148,11 @@ def kernel_log_matrix(manifold: Manifold, x: torch.Tensor, centres: torch.Tensor
             # kappa (<x, c> - 1) = -kappa |x - c|^2 / 2 on the sphere; the squared distance keeps precision
             sq = torch.cdist(xf, cf).pow(2)
             out = out - 0.5 * kap * sq + _log_vmf_offset(m.dim, kappa).unsqueeze(-1)
+        elif isinstance(m, SO3):
+            out = out + _log_so3_kernel(torch.cdist(xf, cf).pow(2), kap)
         elif isinstance(m, FlatTorus):
             # sum_j kappa (cos(x_j - c_j) - 1) = -2 kappa sum_j sin^2((x_j - c_j) / 2)
-            half = 0.5 * (xf.unsqueeze(-2) - cf)
-            out = out - 2.0 * kap * torch.sin(half).pow(2).sum(-1) + m.dim * _log_vmf_offset(1, kappa).unsqueeze(-1)  # von Mises = vMF on S^1
+            out = out - 2.0 * kap * _torus_half_chord(xf, cf) + m.dim * _log_vmf_offset(1, kappa).unsqueeze(-1)  # von Mises = vMF on S^1
         else:  # Euclidean: N(x; a c, (1 - a^2) I) with a^2 = kappa / (1 + kappa), 1 - a^2 = 1 / (1 + kappa)
             a = torch.sqrt(kap / (1.0 + kap))
             sq = (xf.unsqueeze(-2) - a.unsqueeze(-1) * cf).pow(2).sum(-1)
@@ -111,6 +169,10 @@ def kernel_sample(manifold: Manifold, centres: torch.Tensor, kappa: torch.Tensor
     for m, cf in zip(manifold.factors, torch.split(centres, sizes, -1)):
         if isinstance(m, Sphere):
             parts.append(sample_vmf(cf, kappa, generator).to(centres.dtype))
+        elif isinstance(m, SO3):
+            # a vMF draw on S^3 around either quaternion of the centre (module notes)
+            q = sample_vmf(matrix_to_quaternion(cf.reshape(-1, 3, 3).to(torch.float64)), kappa, generator)
+            parts.append(quaternion_to_matrix(q).reshape(-1, 9).to(centres.dtype))
         elif isinstance(m, FlatTorus):
             # each angle: a von Mises draw = a vMF draw on the circle around (cos c, sin c)
             b, d = cf.shape
@@ -145,7 +207,7 @@ class KernelDensityPath(nn.Module):
     See the module notes for the kernels and the schedule ``kappa(t) = t kappa_1^t``.
 
     Args:
-        manifold: Sphere (d <= 3), FlatTorus, Euclidean or a product of them.
+        manifold: Sphere (d <= 3), FlatTorus, Euclidean, SO3 or a product of them.
         centres: the kernel centres (training points), ``[N, D]`` on the manifold.
         kappa1: concentration at ``t = 1`` (> 0).
         uniform: weight ``w`` of the base distribution, in ``[0, 1)``.

@@ -85,6 +85,26 @@ ACTIVATIONS = {
 """Activations by name; all are free of subnormal values in value, first and second derivative."""
 
 
+def integer_frequencies(rows: int, angles: int, max_coeff: int = 1, seed: int = 0) -> torch.Tensor:
+    """Random integer frequency vectors ``[rows, angles]`` with two non-zero entries each (one if ``angles == 1``).
+
+    Each row picks two distinct angles uniformly and integer coefficients of magnitude
+    ``1 .. max_coeff`` with random signs, so ``sin(k . x)`` is periodic in every angle and mixes a
+    pair of them; drawn from a CPU generator seeded with ``seed`` (the same on every machine).
+    """
+    out = torch.zeros(rows, angles, dtype=torch.float64)
+    if rows == 0 or angles == 0:
+        return out
+    gen = torch.Generator().manual_seed(seed)
+    per_row = min(2, angles)
+    for i in range(rows):
+        cols = torch.randperm(angles, generator=gen)[:per_row]
+        mags = torch.randint(1, max_coeff + 1, (per_row,), generator=gen).to(torch.float64)
+        signs = torch.randint(0, 2, (per_row,), generator=gen).to(torch.float64) * 2 - 1
+        out[i, cols] = mags * signs
+    return out
+
+
 class InputFeatures(nn.Module):
     """Coordinates a network can use: raw coordinates, random Fourier features, and harmonics of torus angles.
 
@@ -95,6 +115,11 @@ class InputFeatures(nn.Module):
     random Fourier features, which let an MLP fit structure at the length scale ``1 / fourier_scale``
     (faults, coastlines, volcanic arcs) in far fewer steps than raw coordinates. ``B`` is drawn from
     a fixed seed and saved with the weights.
+
+    Angles get ``fourier_features`` random features of their own, ``sin(K x), cos(K x)`` with an
+    integer matrix ``K`` (:func:`integer_frequencies`): periodic like the harmonics, but each couples
+    two angles, and their number does not grow with the number of angles (the harmonics give
+    ``2 n_fourier d`` inputs on T^d). ``K`` is redrawn from a fixed seed, not saved.
     """
 
     def __init__(self, manifold: Manifold, n_fourier: int = 2, fourier_features: int = 0, fourier_scale: float = 1.0):
@@ -109,22 +134,30 @@ class InputFeatures(nn.Module):
         gen = torch.Generator().manual_seed(0)
         b = torch.randn(self.fourier_features, embedded, generator=gen, dtype=torch.float64) * fourier_scale
         self.register_buffer("projection", b.to(torch.float32))
+        angles = sum(s for s, p in zip(self.sizes, self.periodic) if p)
+        self.angle_features = fourier_features if angles else 0
+        k = integer_frequencies(self.angle_features, angles, max(1, round(fourier_scale)))
+        self.register_buffer("angle_projection", k.to(torch.float32), persistent=False)
         self.out_dim = sum(2 * n_fourier * s if p else s for s, p in zip(self.sizes, self.periodic))
-        self.out_dim += 2 * self.fourier_features
+        self.out_dim += 2 * self.fourier_features + 2 * self.angle_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., ambient_dim] -> [..., out_dim]``."""
-        parts, embedded = [], []
+        parts, embedded, angles = [], [], []
         for chunk, periodic in zip(torch.split(x, self.sizes, dim=-1), self.periodic):
             if periodic:
                 kx = (chunk.unsqueeze(-1) * self.freqs.to(chunk.dtype)).flatten(-2)
                 parts += [torch.sin(kx), torch.cos(kx)]
+                angles.append(chunk)
             else:
                 parts.append(chunk)
                 embedded.append(chunk)
         if self.fourier_features:
             bx = torch.cat(embedded, -1) @ self.projection.to(x.dtype).T
             parts += [torch.sin(bx), torch.cos(bx)]
+        if self.angle_features:
+            ax = torch.cat(angles, -1) @ self.angle_projection.to(x.dtype).T
+            parts += [torch.sin(ax), torch.cos(ax)]
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
@@ -146,7 +179,10 @@ class VectorField(nn.Module):
     """An MLP ``v(x, t)`` whose input is projected onto the manifold and output onto its tangent space.
 
     The output goes through ``manifold.tangent_field`` (``proju``, except on meshes, where the
-    component along the smooth vertex normal is dropped first; see ``Mesh.tangent_field``).
+    component along the smooth vertex normal is dropped first, see ``Mesh.tangent_field``, and on
+    SPD matrices and the Poincare ball, where it is read in an orthonormal frame). The input is
+    read through ``manifold.normal_coordinates`` (the points themselves, except on non-compact
+    manifolds whose coordinates grow exponentially: SPD matrices and hyperbolic models).
 
     Args:
         manifold: the manifold the field lives on.
@@ -206,7 +242,7 @@ class VectorField(nn.Module):
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Tangent vectors ``[..., D]`` at ``projx(x)``; ``t`` is a scalar or ``[...]`` tensor."""
         x = self.manifold.projx(x)
-        feats = self.inputs(x)
+        feats = self.inputs(self.manifold.normal_coordinates(x))
         if self.time is not None:
             if t is None:
                 raise ValueError("this field is time-dependent: pass t")

@@ -117,12 +117,15 @@ def plot_model(objective, net, points: torch.Tensor, path: Path, *, cfg=None, n_
                max_faces: int = 6000) -> Optional[Path]:
     """The figure that suits the model's manifold: the S^2 map, the T^2 heatmap or 3-D views of a surface
     (:class:`~manifolds.Mesh`, :class:`~manifolds.ImplicitSurface`; at most ``max_faces`` likelihoods and
-    2000 samples); None for other manifolds."""
+    2000 samples); the views of :mod:`manifold_flows.figures` on SO(3), hyperbolic space, SPD(2) and T^d
+    (d > 2); None for other manifolds."""
     m: Manifold = objective.manifold
     p = next(net.parameters())
     surface = isinstance(m, (Mesh, ImplicitSurface))
     if not (surface or (isinstance(m, (Sphere, FlatTorus)) and m.dim == 2)):
-        return None
+        from .figures import plot_other_manifold
+
+        return plot_other_manifold(objective, net, points, path, cfg=cfg, n_samples=n_samples)
     # the figures need thousands of likelihoods: 50 RK4 steps are plenty at plotting precision, and on
     # surfaces (one likelihood per face, projections onto the surface at every step) 20
     cap = 20 if surface else 50

@@ -38,7 +38,7 @@ def batch_shape(shape: Tuple[Shape, ...]) -> Tuple[int, ...]:
 
 CHECKED_METHODS = (
     "projx", "proju", "proju_orthogonal", "tangent_field", "geodesic", "expmap", "logmap", "transp", "inner", "norm", "dist", "dist2", "retr",
-    "egrad2rgrad", "base_logprob", "expmap_transp", "retr_transp", "transp_follow_expmap", "transp_follow_retr",
+    "egrad2rgrad", "base_logprob", "divergence_correction", "normal_coordinates", "expmap_transp", "retr_transp", "transp_follow_expmap", "transp_follow_retr",
 )
 """Public operations whose point and vector arguments are checked on entry (trailing dimension, floating dtype)."""
 POINT_ARGUMENTS = ("x", "y", "u", "v")
@@ -161,6 +161,17 @@ class Manifold(geoopt.Manifold):
         """
         return self.proju(x, u)
 
+    def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """Coordinates of points that networks read: ``[..., D] -> [..., D]``; the points themselves by default.
+
+        Non-compact manifolds whose coordinates grow exponentially with the distance from the
+        base's centre (SPD matrices, hyperbolic models) return coordinates of the exponential
+        chart there instead, which grow linearly: a network of them grows at most linearly with
+        the distance, so (with :meth:`tangent_field` bounding the Riemannian speed by the
+        network's output) its flow cannot run off to infinity in finite time.
+        """
+        return x
+
     @abc.abstractmethod
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Follow the geodesic from ``x`` with initial velocity ``u`` for unit time."""
@@ -225,6 +236,31 @@ class Manifold(geoopt.Manifold):
     @abc.abstractmethod
     def _check_vector_on_tangent(self, x: torch.Tensor, u: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5):
         """``(ok, reason)`` for tangent vectors at valid points (see :meth:`check_vector`)."""
+
+    def divergence_correction(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """What the Riemannian divergence of a tangent field adds to the trace of its extension's Jacobian.
+
+        Divergence estimators differentiate the extension ``g(y) = proju(projx(y), V(projx(y)))``
+        in ambient coordinates. The trace of its Jacobian is the divergence w.r.t. a reference
+        measure ``mu`` on the manifold fixed by ``projx`` (the Euclidean surface measure where
+        ``projx`` is the closest-point map; Lebesgue measure of the coordinates ``projx`` keeps
+        where it projects along other directions). With ``rho = dvol / dmu`` the Riemannian
+        divergence is
+
+            div V = tr(Dg) + <grad log rho, V>,
+
+        and this method returns the second term. It is zero where the metric is a constant
+        multiple of the coordinates' one (spheres, tori, Euclidean space, meshes, SO(3)), the
+        default here; manifolds with other metrics override it in closed form.
+
+        Args:
+            x: points ``[..., D]`` on the manifold.
+            v: tangent vectors at ``x``, ``[..., D]``.
+
+        Returns:
+            ``<grad log rho(x), v>``, shape ``[...]`` (zeros here).
+        """
+        return torch.zeros(torch.broadcast_shapes(x.shape, v.shape)[:-1], dtype=v.dtype, device=v.device)
 
     # ------------------------------------------------------------------ derived geometry
     @property

@@ -7,7 +7,7 @@ import math
 import torch
 
 from . import _hyperbolic_math as hm
-from ._numerics import dot, log_sinhc, norm, safe_sqrt, sinhc, tanhc, tiny, xcothx
+from ._numerics import atanhc, dot, log_sinhc, norm, safe_sqrt, sinhc, tanhc, tiny, xcothx
 from .base import Manifold, batch_shape
 
 
@@ -88,6 +88,14 @@ class PoincareBall(_Hyperbolic):
         """Every vector is tangent: ``u`` broadcast against ``x``."""
         return u.expand(torch.broadcast_shapes(x.shape, u.shape))
 
+    def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``u / lambda_x``: a network output read in an orthonormal frame, Riemannian norm ``|u|``; ``[..., d]``."""
+        return u * (0.5 * hm.conformal_gap(x, self.c, keepdim=True))
+
+    def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """``(2 / sqrt(c)) artanh(sqrt(c)|x|) x / |x|``: the exponential chart at the origin, ``[..., d]``."""
+        return 2.0 * atanhc(math.sqrt(self.c) * norm(x, keepdim=True)) * x
+
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient ``u / lambda_x^2``; shapes ``[..., d]``."""
         return u * (0.5 * hm.conformal_gap(x, self.c, keepdim=True)) ** 2
@@ -126,6 +134,14 @@ class PoincareBall(_Hyperbolic):
         """Parallel transport ``(lambda_x / lambda_y) gyr[y, -x] v``; shapes ``[..., d]``."""
         ratio = hm.conformal_gap(y, self.c, keepdim=True) / hm.conformal_gap(x, self.c, keepdim=True)
         return ratio * hm.gyration(y, -x, v, self.c)
+
+    def divergence_correction(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``d <grad log lambda_x, v> = 2 c d <x, v> / (1 - c|x|^2)``: the volume is ``lambda_x^d`` times Lebesgue measure.
+
+        Inside the ball ``projx`` is the identity, so divergence estimators differentiate in the
+        ball's coordinates (see :meth:`manifolds.Manifold.divergence_correction`). Shapes ``[..., d] -> [...]``.
+        """
+        return (2.0 * self.c * self.dim) * dot(x, v) / hm.conformal_gap(x, self.c)
 
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Wrapped-normal samples ``tanh(sqrt(c) r / 2) v / (sqrt(c) r)``, shape ``[*shape, d]``."""
@@ -205,6 +221,18 @@ class Hyperboloid(_Hyperbolic):
         """``(<xs, us> / x0, us)``, the differential of :meth:`projx`; shapes ``[..., d+1]``."""
         return self._lift(x[..., 1:], u[..., 1:])
 
+    def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """``(log(sqrt(c) x0), r xs / |xs|)`` with ``r = asinh(sqrt(c)|xs|) / sqrt(c)`` the distance to the origin; ``[..., d+1]``.
+
+        The space part is the exponential chart at the origin; ``log(sqrt(c) x0) = log cosh(sqrt(c) r)``
+        adds a smooth coordinate that grows like the distance, so the shape stays ``d + 1``.
+        """
+        sc = math.sqrt(self.c)
+        xs = x[..., 1:]
+        a = sc * norm(xs, keepdim=True)
+        ratio = torch.where(a < 1e-4, 1.0 - a * a / 6.0, torch.asinh(a) / a.clamp_min(1e-4))  # asinh(a) / a
+        return torch.cat([torch.log(sc * self._time(xs)), ratio * xs], dim=-1)
+
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient (``proju_L(x, J u)``, ``J = diag(-1, 1, ..., 1)``) from space parts; ``[..., d+1]``.
 
@@ -266,6 +294,17 @@ class Hyperboloid(_Hyperbolic):
         t = math.sqrt(self.c) * self.dist(x, y, keepdim=True)
         k = self.c * dot(z, v[..., 1:], keepdim=True) / (1.0 + torch.cosh(t))
         return self._lift(ys, v[..., 1:] + k * (xs + ys))
+
+    def divergence_correction(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``-<xs, vs> / x0^2``: the volume is ``1 / (sqrt(c) x0)`` times Lebesgue measure of the space part.
+
+        ``projx`` keeps the space part ``xs`` and recomputes ``x0``, so divergence estimators
+        differentiate in the chart ``xs``, where the metric is ``I - xs xs^T / x0^2`` with
+        determinant ``1 / (c x0^2)``; ``grad log rho = -grad log x0 = -xs / x0^2`` (see
+        :meth:`manifolds.Manifold.divergence_correction`). Shapes ``[..., d+1] -> [...]``.
+        """
+        xs = x[..., 1:]
+        return -dot(xs, v[..., 1:]) / (1.0 / self.c + dot(xs, xs))
 
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Wrapped-normal samples ``(cosh(sqrt(c) r)/sqrt(c), sinhc(sqrt(c) r) v)``, shape ``[*shape, d+1]``."""

@@ -80,6 +80,10 @@ class ProductManifold(Manifold):
         """Each factor's :meth:`~manifolds.Manifold.tangent_field` on its coordinates."""
         return self._broadcast_map("tangent_field", x, u)
 
+    def normal_coordinates(self, x):
+        """Each factor's :meth:`~manifolds.Manifold.normal_coordinates`, concatenated."""
+        return self._broadcast_map("normal_coordinates", x)
+
     def geodesic(self, x, u, t):
         """Each factor's geodesic point and velocity, concatenated."""
         lead = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1], t.shape)
@@ -150,6 +154,12 @@ class ProductManifold(Manifold):
         return torch.cat(
             [m.random_base(*shape, dtype=dtype, device=device, generator=generator) for m in self.factors], dim=-1
         )
+
+    def divergence_correction(self, x, v):
+        """Sum of the factors' divergence corrections; shape ``[...]``."""
+        lead = torch.broadcast_shapes(x.shape[:-1], v.shape[:-1])
+        xs, vs = (self.split(t.expand(lead + t.shape[-1:])) for t in (x, v))
+        return sum(m.divergence_correction(a, b) for m, a, b in zip(self.factors, xs, vs))
 
     def base_logprob(self, x):
         """Sum of the factors' base log-densities; shape ``[...]``."""

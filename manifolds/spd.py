@@ -110,6 +110,22 @@ class SPD(Manifold):
         u = u.expand(torch.broadcast_shapes(x.shape, u.shape))
         return self._flat(sym(self._mat(u)))
 
+    def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``A sym(U) A^T`` (``P = A A^T``, Cholesky): a network output read in whitened coordinates; ``[..., n*n]``.
+
+        The Riemannian norm of the result is ``|sym(U)|_F``, so a bounded output moves points at a
+        bounded speed in the metric (a plain ``sym(U)`` would be arbitrarily fast near the boundary
+        of the cone, where flows then leave the range of the dtype).
+        """
+        u = u.expand(torch.broadcast_shapes(x.shape, u.shape))
+        return self._flat(self._colour(self._chol(x), sym(self._mat(u))))
+
+    def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """``logm(P)`` flattened, ``[..., n*n]``: the exponential chart at the identity (the base's centre)."""
+        p = sym(self._mat(x))
+        eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
+        return self._flat(matrix_function(p - eye, "log1p"))
+
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient ``P sym(G) P`` of a Euclidean gradient ``G``; shapes ``[..., n*n]``."""
         p = sym(self._mat(x))
@@ -178,6 +194,19 @@ class SPD(Manifold):
         vw = self._whiten(a, sym(self._mat(v)))
         kv = k @ vw
         return self._flat(self._colour(a, vw + kv + kv.transpose(-1, -2) + kv @ k))
+
+    def divergence_correction(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``-(n+1)/2 tr(P^-1 V)``: the affine-invariant volume is ``det(P)^(-(n+1)/2)`` times Lebesgue measure.
+
+        ``projx`` only symmetrises valid points, so divergence estimators differentiate in the
+        coordinates of the symmetric matrices (Frobenius-Lebesgue measure). The metric at ``P``
+        is ``|L_P U|_F^2`` with ``L_P U = P^-1/2 U P^-1/2``, and ``det L_P = det(P)^(-(n+1)/2)`` on
+        symmetric matrices, so ``grad log rho = -(n+1)/2 P^-1`` (see
+        :meth:`manifolds.Manifold.divergence_correction`). Shapes ``[..., n*n] -> [...]``.
+        """
+        a = self._chol(x)
+        w = self._whiten(a, sym(self._mat(v)))  # A^-1 V A^-T has the trace of P^-1 V
+        return -0.5 * (self.n + 1) * w.diagonal(dim1=-2, dim2=-1).sum(-1)
 
     # ------------------------------------------------------------------ base distribution
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:

@@ -9,6 +9,7 @@ from torch import nn
 
 from manifolds import Manifold
 
+from ..divergence import default_estimator
 from ..likelihood import log_likelihood, sample as integrate_samples
 
 
@@ -49,12 +50,22 @@ class FlowObjective(nn.Module):
         from ..solvers import SOLVERS
 
         how = f"{solver}, {solver_steps} steps" if solver in SOLVERS else f"{solver}, adaptive, atol = rtol = 1e-5"
-        return f"augmented ODE from t=1 to t=0 ({how}), exact divergence"
+        if default_estimator(self.manifold) == "exact":
+            return f"augmented ODE from t=1 to t=0 ({how}), exact divergence"
+        return (f"augmented ODE from t=1 to t=0 ({how}), Hutchinson divergence (one Rademacher probe per step; an "
+                f"unbiased estimate of each log-likelihood in {self.manifold.dim} dimensions)")
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, solver: str = "rk4",
                  solver_steps: int = 100, **kwargs) -> torch.Tensor:
-        """Log-density ``[N]`` of the model at ``x [N, D]`` (w.r.t. the Riemannian volume), by the augmented ODE."""
+        """Log-density ``[N]`` of the model at ``x [N, D]`` (w.r.t. the Riemannian volume), by the augmented ODE.
+
+        The divergence is exact up to :data:`~manifold_flows.divergence.HUTCHINSON_ABOVE` dimensions and
+        Hutchinson's estimate above (pass ``divergence=`` to choose; ``generator=`` seeds its probes).
+        """
+        kwargs.setdefault("divergence", default_estimator(self.manifold))
+        if kwargs["divergence"] == "hutchinson" and kwargs.get("generator") is None:
+            kwargs["generator"] = torch.Generator(device=x.device).manual_seed(0)  # the same probes at every evaluation
         return log_likelihood(self.field(net), x, manifold=self.manifold, solver=solver, solver_steps=solver_steps,
                               **kwargs)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from manifolds import Manifold
 
-from ..divergence import ESTIMATORS, value_and_divergence
+from ..divergence import resolve_estimator, value_and_divergence
 from ..mcmc import ChainStats, metropolis_refine
 from .base import FlowObjective
 
@@ -41,7 +41,8 @@ class MoserFlow(FlowObjective):
         eps: floor ``eps`` of the density in the log and in the penalty (published 1e-5).
         lam: weight of the negative-mass penalty (published 2; 100 on the earth data).
         n_uniform: uniform points per step for the penalty (default: the data batch size).
-        divergence: ``"exact"`` or ``"hutchinson"`` (training only; :meth:`log_prob` is exact).
+        divergence: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (Hutchinson above
+            :data:`~manifold_flows.divergence.HUTCHINSON_ABOVE` dimensions); training only, :meth:`log_prob` is exact.
         n_probes: Hutchinson probes per point.
         n_mass: uniform points of the Monte Carlo normaliser of :meth:`log_prob`.
         mcmc_steps: Metropolis-Hastings steps that :meth:`sample` runs after the ODE (0: the ODE alone).
@@ -54,8 +55,7 @@ class MoserFlow(FlowObjective):
         if not manifold.compact or manifold.has_boundary:
             raise ValueError(f"Moser Flow needs a compact manifold without boundary (the divergence theorem makes mu "
                              f"integrate to 1); {manifold} is not one")
-        if divergence not in ESTIMATORS:
-            raise ValueError(f"unknown divergence estimator {divergence!r}; choose from {list(ESTIMATORS)}")
+        divergence = resolve_estimator(divergence, manifold)
         if not eps > 0 or not lam > 0:
             raise ValueError(f"Moser Flow needs eps > 0 and lam > 0 (without the negative-mass penalty mu need not be "
                              f"a density), got eps={eps}, lam={lam}")

@@ -9,8 +9,8 @@ from torch import nn
 
 from manifolds import Manifold
 
-from ..divergence import ESTIMATORS, value_and_divergence
-from ..kde import KernelDensityPath
+from ..divergence import resolve_estimator, value_and_divergence
+from ..kde import KernelDensityPath, kernel_support_problem
 from .base import FlowObjective
 
 
@@ -26,7 +26,7 @@ def ppd_residual(log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         net: the field, ``net(x [B, D], t [B]) -> [B, D]`` tangent vectors.
         x: points on the manifold ``[B, D]``.
         t: times ``[B]``.
-        manifold: the manifold (Riemannian gradient = tangent projection of the ambient gradient).
+        manifold: the manifold.
         create_graph: keep the graph w.r.t. the network's parameters (training).
         divergence: ``"exact"`` or ``"hutchinson"``.
 
@@ -38,12 +38,13 @@ def ppd_residual(log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         tg = t.detach().requires_grad_(True)
         lp = log_prob(xg, tg)
         gx, gt = torch.autograd.grad(lp.sum(), (xg, tg))
-    grad = manifold.proju(x, gx.detach())
     dt = gt.detach()
     tt = t.detach()
     v, div = value_and_divergence(lambda y, s: net(y, tt), x.detach(), 0.0, manifold=manifold, estimator=divergence,
                                   n_probes=n_probes, generator=generator, create_graph=create_graph)
-    return dt + div + manifold.inner(x.detach(), grad, v)
+    # <grad log p_t, v>_g is the derivative of log p_t along the tangent vector v: the ambient gradient
+    # dotted with v, whatever the metric (no tangent projection or metric factor enters)
+    return dt + div + (gx.detach() * v).sum(-1)
 
 
 class PPD(FlowObjective):
@@ -57,12 +58,13 @@ class PPD(FlowObjective):
     shared augmented ODE like RFM.
 
     Args:
-        manifold: Sphere (d <= 3), FlatTorus, Euclidean or products of them.
+        manifold: Sphere (d <= 3), FlatTorus, Euclidean, SO3 or products of them.
         net: the time-dependent field network.
         norm: ``p`` of the residual norm (1 or 2).
         kappa1: concentration of the kernels at ``t = 1``; ``None`` picks it on the validation split.
         uniform: base weight of the path; ``None`` picks it on the validation split.
-        divergence: ``"exact"`` or ``"hutchinson"``.
+        divergence: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (Hutchinson above
+            :data:`~manifold_flows.divergence.HUTCHINSON_ABOVE` dimensions).
         n_probes: Hutchinson probes per point.
     """
 
@@ -71,10 +73,12 @@ class PPD(FlowObjective):
         super().__init__(manifold, net)
         if not getattr(net, "time_dependent", True):
             raise ValueError("PPD learns a time-dependent field: build the network with time_dependent=True")
+        problem = kernel_support_problem(manifold)
+        if problem is not None:
+            raise ValueError(f"PPD cannot run on {manifold}: {problem}")
         if norm not in (1, 2):
             raise ValueError(f"norm must be 1 or 2, got {norm!r}")
-        if divergence not in ESTIMATORS:
-            raise ValueError(f"unknown divergence estimator {divergence!r}; choose from {list(ESTIMATORS)}")
+        divergence = resolve_estimator(divergence, manifold)
         self.norm, self.kappa1, self.uniform = norm, kappa1, uniform
         self.divergence, self.n_probes = divergence, n_probes
         self.path: Optional[KernelDensityPath] = None
