@@ -46,7 +46,7 @@ class FlowObjective(nn.Module):
 
     def likelihood_method(self, *, solver: str = "rk4", solver_steps: int = 100) -> str:
         """How :meth:`log_prob` computes its numbers with these solver settings (stored beside every NLL)."""
-        from .solvers import SOLVERS
+        from ..solvers import SOLVERS
 
         how = f"{solver}, {solver_steps} steps" if solver in SOLVERS else f"{solver}, adaptive, atol = rtol = 1e-5"
         return f"augmented ODE from t=1 to t=0 ({how}), exact divergence"
