@@ -10,6 +10,7 @@ from .config import TrainConfig
 from .nets import VectorField
 from .objectives import PPD, RFM, FlowObjective, MoserFlow
 from .paths import PremetricPath
+from .surface_features import SpectralFeatures
 
 
 def load_data(cfg: TrainConfig) -> Dict[str, Any]:
@@ -34,13 +35,23 @@ def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[PremetricPath]:
     return PremetricPath(manifold, distance, steps=cfg.sim_steps)
 
 
+def build_surface_features(cfg: TrainConfig, manifold: Manifold) -> Optional[SpectralFeatures]:
+    """Eigenfunction inputs of the network on meshes (``cfg.eig_features`` of them), else None."""
+    k = cfg.eig_features or 0
+    if k == 0:
+        return None
+    if not isinstance(manifold, Mesh):
+        raise ValueError(f"--eig-features (Laplace-Beltrami eigenfunctions) needs a mesh, not {manifold}")
+    return SpectralFeatures(manifold, k)
+
+
 def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
     """The objective named by ``cfg.method`` with a fresh network (``cfg`` is resolved first)."""
     cfg = cfg.resolved()
     moser = cfg.method == "moser"
     net = VectorField(manifold, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
                       time_dependent=not moser, zero_init=bool(cfg.zero_init), fourier_features=cfg.fourier_features,
-                      fourier_scale=cfg.fourier_scale)
+                      fourier_scale=cfg.fourier_scale, surface_features=build_surface_features(cfg, manifold))
     if cfg.method == "rfm":
         return RFM(manifold, net, coupling=cfg.coupling, path=build_path(cfg, manifold))
     if moser:

@@ -509,6 +509,16 @@ class Mesh(Manifold):
         b2 = (fd[9] * d21 - fd[10] * d20) * fd[12]
         return torch.stack([1.0 - b1 - b2, b1, b2], -1)
 
+    def barycentric(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Face ``[...]`` containing each point ``x [..., 3]`` and its barycentric coordinates ``[..., 3]`` there.
+
+        The coordinates are differentiable in ``x`` (linear inside the face), so functions
+        interpolated from vertex values (:meth:`interpolate_vertex_values`) can be differentiated.
+        """
+        face = self.face_of(x)
+        d = self._data(x.dtype, x.device)
+        return face, self._barycentric(x, d["table"][:, face])
+
     def smooth_normal(self, x: torch.Tensor) -> torch.Tensor:
         """Unit normal ``[..., 3]`` interpolated from the vertex normals (continuous on the mesh; differentiable in ``x``)."""
         face = self.face_of(x)
