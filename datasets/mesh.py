@@ -75,7 +75,7 @@ class MeshDensity(SyntheticTarget):
             raise ValueError(f"need one value per face ({mesh.n_faces}), got shape {tuple(c.shape)}")
         if not torch.isfinite(c).all() or (c < 0).any() or not (c > 0).any():
             raise ValueError("face values must be finite, non-negative and not all zero")
-        areas = torch.as_tensor(mesh._areas)
+        areas = torch.tensor(mesh.arrays.areas)
         z = float((c * areas).sum())
         self.manifold = mesh
         self.name = name
@@ -114,7 +114,7 @@ def eigenfunction_density(mesh: Mesh, k: int) -> MeshDensity:
     :func:`manifolds.spectral._sign_convention`.
     """
     _, phi = mesh_eigenfunction(mesh, k)
-    return MeshDensity(mesh, np.clip(phi[mesh._f].mean(1), 0, None), name=f"eig:{k}")
+    return MeshDensity(mesh, np.clip(phi[mesh.arrays.faces].mean(1), 0, None), name=f"eig:{k}")
 
 
 def geodesic_bumps(mesh: Mesh, n_bumps: int = 3, sigma: Optional[float] = None, seed: int = 0) -> MeshDensity:
@@ -132,11 +132,11 @@ def geodesic_bumps(mesh: Mesh, n_bumps: int = 3, sigma: Optional[float] = None, 
     sigma = float(sigma) if sigma is not None else 0.1 * math.sqrt(mesh.area)
     rng = np.random.default_rng(seed)
     centres = rng.choice(mesh.n_vertices, size=n_bumps, replace=False)
-    e = np.concatenate([mesh._f[:, [0, 1]], mesh._f[:, [1, 2]], mesh._f[:, [2, 0]]])
-    w = np.linalg.norm(mesh._v[e[:, 0]] - mesh._v[e[:, 1]], axis=1)
+    e = np.concatenate([mesh.arrays.faces[:, [0, 1]], mesh.arrays.faces[:, [1, 2]], mesh.arrays.faces[:, [2, 0]]])
+    w = np.linalg.norm(mesh.arrays.vertices[e[:, 0]] - mesh.arrays.vertices[e[:, 1]], axis=1)
     graph = coo_matrix((w, (e[:, 0], e[:, 1])), shape=(mesh.n_vertices,) * 2).tocsr()
     dist = dijkstra(graph, directed=False, indices=centres)  # [n_bumps, n_vertices]
-    face_d = dist[:, mesh._f].mean(-1)  # [n_bumps, faces]
+    face_d = dist[:, mesh.arrays.faces].mean(-1)  # [n_bumps, faces]
     values = np.exp(-(face_d**2) / (2 * sigma**2)).mean(0)
     return MeshDensity(mesh, values, name=f"bumps:{n_bumps}")
 
@@ -185,7 +185,7 @@ def read_points_csv(path: PathLike, dim: int = 3) -> torch.Tensor:
 
 def project_samples(manifold, raw: torch.Tensor, *, tol: float = 1e-2, source: str = "samples") -> torch.Tensor:
     """Project user points onto a surface, refusing points farther than ``tol`` (relative to its size)."""
-    p = manifold.projx(raw)
+    p = manifold.projx_checked(raw)
     err = torch.linalg.vector_norm(raw - p, dim=-1)
     limit = tol * getattr(manifold, "length_scale", 1.0)
     if (err > limit).any():
