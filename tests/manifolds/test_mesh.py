@@ -374,3 +374,38 @@ def test_spectral_distance(bunny, kind):
     fd = (d.dist2(xs, y) - d2) / h
     assert torch.allclose(fd[same], (grad * u).sum(-1)[same], rtol=1e-4, atol=1e-6)
     assert (grad * bunny.normal(x)).sum(-1).abs().max() < 1e-10
+
+
+def test_tables_move_with_to_and_keep_float64(bunny):
+    """Every table of the mesh, its index and an open mesh's collar moves with .to(device); .to(dtype) leaves them."""
+    sheet = Mesh(trimesh.creation.box((1.0, 1.0, 0.2)).slice_plane((0, 0, 0.05), (0, 0, -1)))
+    for m in (Mesh(trimesh.creation.icosphere(subdivisions=1)), sheet):
+        m.to(torch.float32)
+        assert m.vertices.dtype == torch.float64 and m.index.table.dtype == torch.float64
+        x = m.random_base(20, dtype=torch.float32)
+        assert x.dtype == torch.float32 and m.check_point(x)[0]
+        m.to("meta")  # a device without data: everything must get there
+        buffers = dict(m.named_buffers())
+        assert {"vertices", "faces", "face_normals", "tilt_c", "index.table", "index.groups"} <= set(buffers)
+        assert all(b.device.type == "meta" for b in buffers.values()), {k: b.device for k, b in buffers.items()}
+        assert m.index.unresolved.device.type == "meta"
+        if m.has_boundary:
+            assert m.collar.start.device.type == "meta"
+
+
+def test_search_without_host_reads_matches_the_certified_one(bunny):
+    """projx (fixed-size refinements, nothing read on the host) gives the certified closest face near the mesh;
+    far points it cannot certify are still put on the mesh and counted."""
+    g = torch.Generator().manual_seed(31)
+    x = bunny.random_base(3000, dtype=torch.float64, generator=g)
+    near = x + 0.01 * torch.randn(x.shape, dtype=torch.float64, generator=g)
+    before = bunny.unresolved_projections
+    face, _, p = bunny.closest(near)
+    assert torch.equal(bunny.projx(near), p) and torch.equal(bunny.face_of(near), face)
+    assert bunny.unresolved_projections == before
+    far = x[:500] + 0.3 * torch.randn(500, 3, dtype=torch.float64, generator=g)
+    q = bunny.projx(far)
+    bunny.assert_check_point(q)
+    exact = bunny.closest(far)[2]
+    wrong = int(((q - exact).norm(dim=-1) > 1e-9).sum())
+    assert bunny.unresolved_projections - before >= wrong
