@@ -9,7 +9,8 @@ from manifolds import Manifold, Mesh, SpectralDistance
 from .config import TrainConfig
 from .nets import VectorField
 from .objectives import PPD, RFM, FlowObjective, MoserFlow
-from .paths import PremetricPath
+from .geodesic_bank import GeodesicBank
+from .paths import ConditionalPath, PremetricPath
 from .surface_features import SpectralFeatures
 
 
@@ -22,13 +23,14 @@ def load_data(cfg: TrainConfig) -> Dict[str, Any]:
                         samples=cfg.samples, mesh_scale=cfg.mesh_scale)
 
 
-def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[PremetricPath]:
-    """The conditional path RFM uses: ``None`` for geodesics, a simulated spectral-premetric path on meshes."""
+def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[ConditionalPath]:
+    """The conditional path RFM uses: ``None`` for closed-form geodesics; on meshes a bank of traced geodesics
+    (``geodesic``) or a simulated spectral-premetric path (``biharmonic``, ``diffusion``)."""
     kind = cfg.path
     if kind is None:
         kind = "geodesic" if manifold.exact_expmap else "biharmonic"
     if kind == "geodesic":
-        return None
+        return GeodesicBank(manifold, seed=cfg.seed) if isinstance(manifold, Mesh) else None
     if not isinstance(manifold, Mesh):
         raise ValueError(f"--path {kind} (a spectral premetric) needs a mesh, not {manifold}")
     distance = SpectralDistance(manifold, kind, n_eigs=cfg.n_eigs, tau=cfg.diffusion_time)
