@@ -13,6 +13,7 @@ from manifolds import Mesh
 from manifolds.spectral import mesh_eigenfunction
 
 from .earth import read_text_lines, split
+from .mesh_shapes import BUILT, refined
 from .synthetic import SyntheticTarget
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "mesh"
@@ -27,33 +28,54 @@ published mesh experiments (its area is then 9.467, log-area 2.248)."""
 PathLike = Union[str, Path]
 
 
+REFINED: Dict[str, Tuple[str, int]] = {"bunny-20k": ("bunny", 1), "bunny-80k": ("bunny", 2)}
+"""The bundled bunny with every triangle split into 4 (once: 20,000 faces) or 16 (twice: 80,000 faces): the
+same surface at finer resolutions, scaled like the bunny."""
+
+
+def mesh_names() -> list:
+    """Every mesh name ``load_mesh`` knows: bundled files, refined bunnies and built meshes."""
+    return sorted(MESHES) + sorted(REFINED) + sorted(BUILT)
+
+
 def load_mesh(name_or_path: PathLike, scale: Optional[str] = None) -> Mesh:
-    """A bundled mesh by name (:data:`MESHES`) or any file trimesh reads.
+    """A mesh by name (:func:`mesh_names`: the bundled bunny, :data:`REFINED`, :data:`mesh_shapes.BUILT`) or any file
+    trimesh reads.
 
     Args:
-        name_or_path: ``"bunny"`` or a path (OBJ, PLY, OFF, STL, ...).
-        scale: ``None`` (the mesh's default: 1/250 for the bunny, none for files), ``"none"``,
+        name_or_path: ``"bunny"``, another name, or a path (OBJ, PLY, OFF, STL, ...).
+        scale: ``None`` (the mesh's default: 1/250 for the bunny and its refinements, none for others), ``"none"``,
             ``"area"`` (centre, unit area), ``"radius"`` (centre, unit bounding radius) or a number
             (multiply the coordinates). NLLs depend on it: lengths scaled by ``s`` shift them by ``-2 log s``.
     """
     key = str(name_or_path)
-    if key in MESHES:
-        path, name = MESHES[key], key
+    if key in MESHES or key in REFINED or key in BUILT:
+        name = key
+        base = REFINED[key][0] if key in REFINED else key
         if scale is None:
-            scale = DEFAULT_SCALE.get(key)
+            scale = DEFAULT_SCALE.get(base)
+        if key in MESHES:
+            source = MESHES[key]
+        elif key in REFINED:
+            import trimesh
+
+            raw = trimesh.load(str(MESHES[base]), force="mesh", process=True)  # seams merged before splitting
+            source = refined(np.asarray(raw.vertices), np.asarray(raw.faces), REFINED[key][1])
+        else:
+            source = BUILT[key]()
     else:
-        path, name = Path(name_or_path), Path(name_or_path).stem
-        if not path.is_file():
-            raise ValueError(f"unknown mesh {key!r}: not a file, and not one of the bundled meshes {sorted(MESHES)}")
+        source, name = Path(name_or_path), Path(name_or_path).stem
+        if not source.is_file():
+            raise ValueError(f"unknown mesh {key!r}: not a file, and not one of the known meshes {mesh_names()}")
     if scale in (None, "none"):
-        return Mesh(path, name=name)
+        return Mesh(source, name=name)
     if scale in ("area", "radius"):
-        return Mesh(path, normalize=scale, name=name)
+        return Mesh(source, normalize=scale, name=name)
     try:
         factor = float(scale)
     except ValueError:
         raise ValueError(f"mesh scale must be 'none', 'area', 'radius' or a number, got {scale!r}") from None
-    return Mesh(path, scale=factor, name=name)
+    return Mesh(source, scale=factor, name=name)
 
 
 class MeshDensity(SyntheticTarget):
