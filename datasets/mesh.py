@@ -13,6 +13,7 @@ from manifolds import Mesh
 from manifolds.spectral import mesh_eigenfunction
 
 from .earth import read_text_lines, split
+from .mesh_shapes import BUILT, refined
 from .synthetic import SyntheticTarget
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "mesh"
@@ -27,33 +28,54 @@ published mesh experiments (its area is then 9.467, log-area 2.248)."""
 PathLike = Union[str, Path]
 
 
+REFINED: Dict[str, Tuple[str, int]] = {"bunny-20k": ("bunny", 1), "bunny-80k": ("bunny", 2)}
+"""The bundled bunny with every triangle split into 4 (once: 20,000 faces) or 16 (twice: 80,000 faces): the
+same surface at finer resolutions, scaled like the bunny."""
+
+
+def mesh_names() -> list:
+    """Every mesh name ``load_mesh`` knows: bundled files, refined bunnies and built meshes."""
+    return sorted(MESHES) + sorted(REFINED) + sorted(BUILT)
+
+
 def load_mesh(name_or_path: PathLike, scale: Optional[str] = None) -> Mesh:
-    """A bundled mesh by name (:data:`MESHES`) or any file trimesh reads.
+    """A mesh by name (:func:`mesh_names`: the bundled bunny, :data:`REFINED`, :data:`mesh_shapes.BUILT`) or any file
+    trimesh reads.
 
     Args:
-        name_or_path: ``"bunny"`` or a path (OBJ, PLY, OFF, STL, ...).
-        scale: ``None`` (the mesh's default: 1/250 for the bunny, none for files), ``"none"``,
+        name_or_path: ``"bunny"``, another name, or a path (OBJ, PLY, OFF, STL, ...).
+        scale: ``None`` (the mesh's default: 1/250 for the bunny and its refinements, none for others), ``"none"``,
             ``"area"`` (centre, unit area), ``"radius"`` (centre, unit bounding radius) or a number
             (multiply the coordinates). NLLs depend on it: lengths scaled by ``s`` shift them by ``-2 log s``.
     """
     key = str(name_or_path)
-    if key in MESHES:
-        path, name = MESHES[key], key
+    if key in MESHES or key in REFINED or key in BUILT:
+        name = key
+        base = REFINED[key][0] if key in REFINED else key
         if scale is None:
-            scale = DEFAULT_SCALE.get(key)
+            scale = DEFAULT_SCALE.get(base)
+        if key in MESHES:
+            source = MESHES[key]
+        elif key in REFINED:
+            import trimesh
+
+            raw = trimesh.load(str(MESHES[base]), force="mesh", process=True)  # seams merged before splitting
+            source = refined(np.asarray(raw.vertices), np.asarray(raw.faces), REFINED[key][1])
+        else:
+            source = BUILT[key]()
     else:
-        path, name = Path(name_or_path), Path(name_or_path).stem
-        if not path.is_file():
-            raise ValueError(f"unknown mesh {key!r}: not a file, and not one of the bundled meshes {sorted(MESHES)}")
+        source, name = Path(name_or_path), Path(name_or_path).stem
+        if not source.is_file():
+            raise ValueError(f"unknown mesh {key!r}: not a file, and not one of the known meshes {mesh_names()}")
     if scale in (None, "none"):
-        return Mesh(path, name=name)
+        return Mesh(source, name=name)
     if scale in ("area", "radius"):
-        return Mesh(path, normalize=scale, name=name)
+        return Mesh(source, normalize=scale, name=name)
     try:
         factor = float(scale)
     except ValueError:
         raise ValueError(f"mesh scale must be 'none', 'area', 'radius' or a number, got {scale!r}") from None
-    return Mesh(path, scale=factor, name=name)
+    return Mesh(source, scale=factor, name=name)
 
 
 class MeshDensity(SyntheticTarget):
@@ -75,7 +97,7 @@ class MeshDensity(SyntheticTarget):
             raise ValueError(f"need one value per face ({mesh.n_faces}), got shape {tuple(c.shape)}")
         if not torch.isfinite(c).all() or (c < 0).any() or not (c > 0).any():
             raise ValueError("face values must be finite, non-negative and not all zero")
-        areas = torch.as_tensor(mesh._areas)
+        areas = torch.tensor(mesh.arrays.areas)
         z = float((c * areas).sum())
         self.manifold = mesh
         self.name = name
@@ -114,7 +136,7 @@ def eigenfunction_density(mesh: Mesh, k: int) -> MeshDensity:
     :func:`manifolds.spectral._sign_convention`.
     """
     _, phi = mesh_eigenfunction(mesh, k)
-    return MeshDensity(mesh, np.clip(phi[mesh._f].mean(1), 0, None), name=f"eig:{k}")
+    return MeshDensity(mesh, np.clip(phi[mesh.arrays.faces].mean(1), 0, None), name=f"eig:{k}")
 
 
 def geodesic_bumps(mesh: Mesh, n_bumps: int = 3, sigma: Optional[float] = None, seed: int = 0) -> MeshDensity:
@@ -132,11 +154,11 @@ def geodesic_bumps(mesh: Mesh, n_bumps: int = 3, sigma: Optional[float] = None, 
     sigma = float(sigma) if sigma is not None else 0.1 * math.sqrt(mesh.area)
     rng = np.random.default_rng(seed)
     centres = rng.choice(mesh.n_vertices, size=n_bumps, replace=False)
-    e = np.concatenate([mesh._f[:, [0, 1]], mesh._f[:, [1, 2]], mesh._f[:, [2, 0]]])
-    w = np.linalg.norm(mesh._v[e[:, 0]] - mesh._v[e[:, 1]], axis=1)
+    e = np.concatenate([mesh.arrays.faces[:, [0, 1]], mesh.arrays.faces[:, [1, 2]], mesh.arrays.faces[:, [2, 0]]])
+    w = np.linalg.norm(mesh.arrays.vertices[e[:, 0]] - mesh.arrays.vertices[e[:, 1]], axis=1)
     graph = coo_matrix((w, (e[:, 0], e[:, 1])), shape=(mesh.n_vertices,) * 2).tocsr()
     dist = dijkstra(graph, directed=False, indices=centres)  # [n_bumps, n_vertices]
-    face_d = dist[:, mesh._f].mean(-1)  # [n_bumps, faces]
+    face_d = dist[:, mesh.arrays.faces].mean(-1)  # [n_bumps, faces]
     values = np.exp(-(face_d**2) / (2 * sigma**2)).mean(0)
     return MeshDensity(mesh, values, name=f"bumps:{n_bumps}")
 
@@ -185,7 +207,7 @@ def read_points_csv(path: PathLike, dim: int = 3) -> torch.Tensor:
 
 def project_samples(manifold, raw: torch.Tensor, *, tol: float = 1e-2, source: str = "samples") -> torch.Tensor:
     """Project user points onto a surface, refusing points farther than ``tol`` (relative to its size)."""
-    p = manifold.projx(raw)
+    p = manifold.projx_checked(raw)
     err = torch.linalg.vector_norm(raw - p, dim=-1)
     limit = tol * getattr(manifold, "length_scale", 1.0)
     if (err > limit).any():

@@ -9,7 +9,9 @@ from manifolds import Manifold, Mesh, SpectralDistance
 from .config import TrainConfig
 from .nets import VectorField
 from .objectives import PPD, RFM, FlowObjective, MoserFlow
-from .paths import PremetricPath
+from .geodesic_bank import GeodesicBank
+from .paths import ConditionalPath, PremetricPath
+from .surface_features import SpectralFeatures
 
 
 def load_data(cfg: TrainConfig) -> Dict[str, Any]:
@@ -21,17 +23,28 @@ def load_data(cfg: TrainConfig) -> Dict[str, Any]:
                         samples=cfg.samples, mesh_scale=cfg.mesh_scale, manifold=cfg.manifold, amino=cfg.amino)
 
 
-def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[PremetricPath]:
-    """The conditional path RFM uses: ``None`` for geodesics, a simulated spectral-premetric path on meshes."""
+def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[ConditionalPath]:
+    """The conditional path RFM uses: ``None`` for closed-form geodesics; on meshes a bank of traced geodesics
+    (``geodesic``) or a simulated spectral-premetric path (``biharmonic``, ``diffusion``)."""
     kind = cfg.path
     if kind is None:
         kind = "geodesic" if manifold.exact_expmap else "biharmonic"
     if kind == "geodesic":
-        return None
+        return GeodesicBank(manifold, seed=cfg.seed) if isinstance(manifold, Mesh) else None
     if not isinstance(manifold, Mesh):
         raise ValueError(f"--path {kind} (a spectral premetric) needs a mesh, not {manifold}")
     distance = SpectralDistance(manifold, kind, n_eigs=cfg.n_eigs, tau=cfg.diffusion_time)
     return PremetricPath(manifold, distance, steps=cfg.sim_steps)
+
+
+def build_surface_features(cfg: TrainConfig, manifold: Manifold) -> Optional[SpectralFeatures]:
+    """Eigenfunction inputs of the network on meshes (``cfg.eig_features`` of them), else None."""
+    k = cfg.eig_features or 0
+    if k == 0:
+        return None
+    if not isinstance(manifold, Mesh):
+        raise ValueError(f"--eig-features (Laplace-Beltrami eigenfunctions) needs a mesh, not {manifold}")
+    return SpectralFeatures(manifold, k)
 
 
 def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
@@ -40,7 +53,7 @@ def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
     moser = cfg.method == "moser"
     net = VectorField(manifold, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
                       time_dependent=not moser, zero_init=bool(cfg.zero_init), fourier_features=cfg.fourier_features,
-                      fourier_scale=cfg.fourier_scale)
+                      fourier_scale=cfg.fourier_scale, surface_features=build_surface_features(cfg, manifold))
     if cfg.method == "rfm":
         return RFM(manifold, net, coupling=cfg.coupling, path=build_path(cfg, manifold))
     if moser:

@@ -92,6 +92,9 @@ class TrainConfig:
         "none elsewhere)"))
     fourier_scale: Optional[float] = field(default=None, metadata=_help(
         "frequency scale of the random Fourier features, 1 / the length scale they resolve (default: per method)"))
+    eig_features: Optional[int] = field(default=None, metadata=_help(
+        "meshes: the first K Laplace-Beltrami eigenfunctions of the point as extra network inputs (default: "
+        "see README, 'Densities on meshes'; 0: none)"))
     activation: Optional[str] = field(default=None, metadata=_help(
         "silu | relu | gelu | tanh | softplus | softplus100 (default: per method)"))
     ema: float = field(default=0.999, metadata=_help("decay of the exponential moving average of the weights"))
@@ -209,6 +212,8 @@ class TrainConfig:
         positive = ("lr", "lam", "eps", "kappa1", "diffusion_time", "minutes")
         out += [f"{_flag(n)} must be > 0, got {getattr(self, n)}" for n in positive
                 if getattr(self, n) is not None and not getattr(self, n) > 0]
+        if self.eig_features is not None and self.eig_features < 0:
+            out.append(f"--eig-features must be >= 0, got {self.eig_features}")
         if self.fourier_features is not None and self.fourier_features < 0:
             out.append(f"--fourier-features must be >= 0, got {self.fourier_features}")
         if self.fourier_scale is not None and not self.fourier_scale > 0:

@@ -195,6 +195,8 @@ class VectorField(nn.Module):
         time_dependent: if False the field ignores ``t`` (Moser Flow).
         zero_init: start from the zero field (last layer zeroed); a Moser Flow model then starts at
             the base density exactly.
+        surface_features: an optional module ``[..., D] -> [..., out_dim]`` of further inputs (e.g.
+            :class:`~manifold_flows.surface_features.SpectralFeatures` on meshes).
     """
 
     def __init__(
@@ -208,6 +210,7 @@ class VectorField(nn.Module):
         zero_init: bool = False,
         fourier_features: int = 0,
         fourier_scale: float = 1.0,
+        surface_features: Optional[nn.Module] = None,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -220,7 +223,9 @@ class VectorField(nn.Module):
         self.time_dependent = time_dependent
         self.inputs = InputFeatures(manifold, n_fourier, fourier_features, fourier_scale)
         self.time = TimeFeatures() if time_dependent else None
+        self.surface_features = surface_features
         width_in = self.inputs.out_dim + (self.time.out_dim if self.time is not None else 0)
+        width_in += surface_features.out_dim if surface_features is not None else 0
         layers = []
         for i in range(depth):
             layers += [nn.Linear(width_in if i == 0 else hidden, hidden), ACTIVATIONS[activation]()]
@@ -243,6 +248,8 @@ class VectorField(nn.Module):
         """Tangent vectors ``[..., D]`` at ``projx(x)``; ``t`` is a scalar or ``[...]`` tensor."""
         x = self.manifold.projx(x)
         feats = self.inputs(self.manifold.normal_coordinates(x))
+        if self.surface_features is not None:
+            feats = torch.cat([feats, self.surface_features(x)], dim=-1)
         if self.time is not None:
             if t is None:
                 raise ValueError("this field is time-dependent: pass t")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -44,7 +45,11 @@ class ConditionalPath(nn.Module):
         """Endpoint pairs per training batch of ``batch_size`` targets."""
         return max(1, batch_size // self.targets_per_pair)
 
-    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:  # pragma: no cover
+    def prepare(self, data: torch.Tensor) -> None:
+        """Take note of the training points ``[N, D]`` before training (paths that precompute use it)."""
+
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+               generator: Optional[torch.Generator] = None) -> PathSample:  # pragma: no cover
         """Points and velocities on the paths from ``x0 [n, D]`` to ``x1 [n, D]``, with times drawn as ``t [n]``."""
         raise NotImplementedError
 
@@ -65,7 +70,8 @@ class GeodesicPath(ConditionalPath):
             raise ValueError(f"{manifold} has no exp/log maps, so no geodesic paths")
         self.manifold = manifold
 
-    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+               generator: Optional[torch.Generator] = None) -> PathSample:
         """Points and velocities on the geodesics from ``x0 [B, D]`` to ``x1 [B, D]`` at ``t [B]``."""
         xt, ut = self.manifold.geodesic(x0, self.manifold.logmap(x0, x1), t)
         return PathSample(x0=x0, x1=x1, t=t, xt=xt, ut=ut)
@@ -111,7 +117,8 @@ class PremetricPath(ConditionalPath):
         return u * (self.max_speed / speed.clamp_min(self.max_speed))
 
     @torch.no_grad()
-    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+               generator: Optional[torch.Generator] = None) -> PathSample:
         """Paths from ``x0 [n, 3]`` to ``x1 [n, 3]`` with time offsets ``t [n]`` in ``[0, 1)``: every Euler state,
         flattened to ``steps * n`` targets (state ``j`` of every path first)."""
         target, _ = self.distance.embed(x1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from manifolds import ImplicitSurface, Manifold, Mesh, Sphere
-from manifolds.implicit import _TorusDistance
+from manifolds.implicit_shapes import TorusDistance
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
 
@@ -50,10 +51,10 @@ def _star_mesh(surface: ImplicitSurface, subdivisions: int = 4,
     ico = trimesh.creation.icosphere(subdivisions=subdivisions)
     d = np.asarray(ico.vertices, dtype=np.float64)
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    lo, hi = np.asarray(surface._lo), np.asarray(surface._hi)
+    lo, hi = (np.asarray(b) for b in surface.bounds)
     c = 0.5 * (lo + hi)
     reach = np.where(np.abs(d) > 1e-12, (hi - c) / np.maximum(np.abs(d), 1e-12), np.inf).min(1)
-    dtype, device = surface._work_dtype, surface._work_device
+    dtype, device = surface.work_dtype, surface.work_device
 
     def f(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -85,7 +86,7 @@ def _display_mesh(manifold: Manifold) -> Optional[Tuple[np.ndarray, np.ndarray]]
     if isinstance(manifold, Mesh):
         return manifold.vertices.detach().double().cpu().numpy(), manifold.faces.detach().long().cpu().numpy()
     if isinstance(manifold, ImplicitSurface):
-        if isinstance(manifold.f, _TorusDistance):
+        if isinstance(manifold.f, TorusDistance):
             return _torus_grid(manifold.f.R, manifold.f.r)
         return _star_mesh(manifold)
     if isinstance(manifold, Sphere) and manifold.dim == 2:
@@ -101,7 +102,7 @@ def _density_at(log_prob: LogProb, manifold: Manifold, x: torch.Tensor, max_eval
     """``exp(log_prob)`` at the projections of ``x [m, 3]``: evaluated at ``max_evals`` of them at most
     (a seeded random subset) and copied from the nearest evaluated point to the others."""
     with torch.no_grad():
-        q = manifold.projx(x.to(getattr(manifold, "_work_device", x.device))).to(x.device)
+        q = manifold.projx_checked(x.to(getattr(manifold, "work_device", x.device))).to(x.device)
         q = torch.where(torch.isfinite(q).all(-1, keepdim=True), q, x)
         idx = None
         if q.shape[0] > max_evals:
@@ -196,6 +197,153 @@ def _surface_samples(v: np.ndarray, f: np.ndarray, n: int) -> np.ndarray:
     return (1 - r1)[:, None] * t[:, 0] + (r1 * (1 - r2))[:, None] * t[:, 1] + (r1 * r2)[:, None] * t[:, 2]
 
 
+@dataclass
+class _Scene:
+    """What is drawn: a triangle mesh (``tri [m, 3, 3]`` in display axes, outward ``normals``) or a point cloud."""
+
+    tri: Optional[np.ndarray]
+    normals: Optional[np.ndarray]
+    orientation: int
+    cloud: Optional[np.ndarray]
+    query: torch.Tensor
+    centre: np.ndarray
+    half: np.ndarray
+    v: Optional[np.ndarray] = None
+    f: Optional[np.ndarray] = None
+
+    @property
+    def extent(self) -> Tuple[np.ndarray, np.ndarray]:
+        return self.centre - self.half, self.centre + self.half
+
+
+def _scene(manifold: Manifold, perm: List[int]) -> _Scene:
+    """The surface as a display mesh (centroids queried), or 20000 base samples where there is none."""
+    shape = _display_mesh(manifold)
+    if shape is None:
+        query = manifold.random_base(20000, dtype=torch.float64)
+        cloud = query.numpy()[:, perm]
+        lo, hi = cloud.min(0), cloud.max(0)
+        tri = normals = None
+        orientation = 0
+    else:
+        v, f = shape
+        query = torch.from_numpy(v[f].mean(1))
+        tri, cloud = v[f][..., perm], None
+        lo, hi = v.min(0)[perm], v.max(0)[perm]
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-300)
+        orientation = _orientation(v, f)
+        if orientation < 0:
+            normals = -normals
+    centre, half = 0.5 * (lo + hi), np.maximum(0.5 * (hi - lo), 1e-9 * max(1.0, float(np.abs(hi - lo).max())))
+    return _Scene(tri, normals, orientation, cloud, query, centre, half, *(shape if shape is not None else (None, None)))
+
+
+def _colour_scale(density: np.ndarray):
+    """Colours ``[m, 4]`` of the densities on a scale from 0 to their 99.5th percentile, the norm, and
+    whether values beyond it exist (the colorbar's arrow)."""
+    import matplotlib
+    from matplotlib.colors import Normalize
+
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.7")
+    finite = np.isfinite(density)
+    # the scale ends at the 99.5th percentile of the faces, so that a few spikes (e.g. of an untrained
+    # Moser Flow at mesh edges) do not flatten the rest; the colorbar then shows an arrow
+    peak = float(density[finite].max()) if finite.any() else 1.0
+    vmax = float(np.percentile(density[finite], 99.5)) if finite.any() else 1.0
+    vmax = vmax if vmax > 0 else peak if peak > 0 else 1.0
+    norm = Normalize(0.0, vmax)
+    return cmap, norm, cmap(norm(np.where(finite, density, np.nan))), peak > 1.01 * vmax
+
+
+def _axes(fig, cell, scene: _Scene, elev: float, azim: float):
+    """An orthographic 3-D axes in ``cell`` framing the scene, seen from ``(elev, azim)``."""
+    ax = fig.add_subplot(cell, projection="3d")
+    ax.set_proj_type("ortho")
+    (lo, hi) = scene.extent
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_zlim(lo[2], hi[2])
+    ax.set_box_aspect(tuple(scene.half), zoom=1.25)
+    ax.view_init(elev=elev, azim=azim)
+    ax.set_axis_off()
+    ax.set_facecolor("none")
+    return ax
+
+
+def _shaded(scene: _Scene, rgba: np.ndarray, eye: np.ndarray) -> np.ndarray:
+    """Face colours lit by a light at the camera: ``0.6 + 0.4 |<n, eye>|`` times the colour."""
+    out = np.array(rgba, dtype=np.float64, copy=True)
+    out[:, :3] *= (0.6 + 0.4 * np.abs(scene.normals @ eye))[:, None]
+    return out
+
+
+def _density_panel(ax, scene: _Scene, colours: np.ndarray, elev: float, azim: float) -> None:
+    """The surface coloured by the density, seen from ``(elev, azim)``."""
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    eye = _eye(elev, azim)
+    if scene.tri is not None:
+        fc = _shaded(scene, colours, eye)
+        ax.add_collection3d(Poly3DCollection(scene.tri, facecolors=fc, edgecolors=fc, linewidths=0.3, antialiased=False))
+    else:
+        front = _visible(scene.cloud, scene.cloud, eye, 48, scene.extent)
+        ax.scatter(*scene.cloud[front].T, c=colours[front], s=2.0, linewidths=0, depthshade=False)
+    ax.set_title(f"elev {elev:g}°, azim {azim:g}°", fontsize=8)
+
+
+def _overlay_panel(ax, scene: _Scene, perm: List[int], samples: Optional[torch.Tensor], points: Optional[torch.Tensor],
+                   elev: float, azim: float) -> None:
+    """Up to 3000 samples and data points each on a grey surface, those hidden behind it left out."""
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    ax.computed_zorder = False
+    eye = _eye(elev, azim)
+    if scene.tri is not None:
+        fc = _shaded(scene, np.tile([0.86, 0.86, 0.86, 1.0], (len(scene.tri), 1)), eye)
+        ax.add_collection3d(Poly3DCollection(scene.tri, facecolors=fc, edgecolors=fc, linewidths=0.3, antialiased=False,
+                                             zorder=1))
+        surf = _surface_samples(scene.v[:, perm], scene.f, 400_000)
+        centroids = torch.from_numpy(scene.tri.mean(1))
+        resolution = 256
+    else:
+        front = _visible(scene.cloud, scene.cloud, eye, 48, scene.extent)
+        ax.scatter(*scene.cloud[front].T, c="0.8", s=2.0, linewidths=0, depthshade=False, zorder=1)
+        surf, resolution = scene.cloud, 48
+    for k, (pts, style) in enumerate(((samples, dict(s=1.2, c="0.12", alpha=0.7, label="model samples")),
+                                      (points, dict(s=2.5, c="red", alpha=0.8, label="data")))):
+        q = _subsample(pts, 3000, seed=k + 1)
+        if q is None:
+            continue
+        q = q[:, perm]
+        cos_view = None
+        if scene.tri is not None:
+            qt = torch.from_numpy(q)
+            near = torch.cat([torch.cdist(c, centroids).argmin(1) for c in torch.split(qt, 1024)]).numpy()
+            cos_view = scene.normals[near] @ eye
+        oriented = scene.tri is not None and scene.orientation != 0
+        q = q[_visible(q, surf, eye, resolution, scene.extent, cos_view, oriented=oriented)]
+        ax.scatter(q[:, 0], q[:, 1], q[:, 2], linewidths=0, depthshade=False, zorder=2 + k, **style)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.04), ncol=2, fontsize=7, markerscale=4, frameon=False)
+    ax.set_title("samples and data (front side)", fontsize=8)
+
+
+def _display_axes(manifold: Manifold, views, max_faces, vertical_axis: Optional[str]):
+    """Checked views and the permutation of coordinates that puts ``vertical_axis`` (default: ``y`` on meshes) up."""
+    views = [(float(e), float(a)) for e, a in views]
+    if not views:
+        raise ValueError("views must hold at least one (elevation, azimuth) pair")
+    if isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1:
+        raise ValueError(f"max_faces must be a positive integer, got {max_faces!r}")
+    if vertical_axis is None:
+        vertical_axis = "y" if isinstance(manifold, Mesh) else "z"
+    if vertical_axis not in _UP_AXIS:
+        raise ValueError(f"vertical_axis must be 'x', 'y' or 'z', got {vertical_axis!r}")
+    if getattr(manifold, "ambient_dim", None) != 3 or getattr(manifold, "dim", None) != 2:
+        raise ValueError(f"surface_density draws surfaces in R^3; got {manifold}")
+    return views, list(_UP_AXIS[vertical_axis])
+
+
 def surface_density(
     log_prob: LogProb,
     manifold: Manifold,
@@ -240,56 +388,11 @@ def surface_density(
     Returns:
         ``Path(path)``.
     """
-    import matplotlib
-    from matplotlib.colors import Normalize
     from matplotlib.cm import ScalarMappable
-    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    views = [(float(e), float(a)) for e, a in views]
-    if not views:
-        raise ValueError("views must hold at least one (elevation, azimuth) pair")
-    if isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1:
-        raise ValueError(f"max_faces must be a positive integer, got {max_faces!r}")
-    if vertical_axis is None:
-        vertical_axis = "y" if isinstance(manifold, Mesh) else "z"
-    if vertical_axis not in _UP_AXIS:
-        raise ValueError(f"vertical_axis must be 'x', 'y' or 'z', got {vertical_axis!r}")
-    perm = list(_UP_AXIS[vertical_axis])
-    if getattr(manifold, "ambient_dim", None) != 3 or getattr(manifold, "dim", None) != 2:
-        raise ValueError(f"surface_density draws surfaces in R^3; got {manifold}")
-
-    shape = _display_mesh(manifold)
-    if shape is not None:
-        v, f = shape
-        query = torch.from_numpy(v[f].mean(1))
-        tri = v[f][..., perm]
-    else:
-        query = manifold.random_base(20000, dtype=torch.float64)
-        cloud = query.numpy()[:, perm]
-    density = _density_at(log_prob, manifold, query, max_faces)
-
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.7")
-    finite = np.isfinite(density)
-    # the scale ends at the 99.5th percentile of the faces, so that a few spikes (e.g. of an untrained
-    # Moser Flow at mesh edges) do not flatten the rest; the colorbar then shows an arrow
-    peak = float(density[finite].max()) if finite.any() else 1.0
-    vmax = float(np.percentile(density[finite], 99.5)) if finite.any() else 1.0
-    vmax = vmax if vmax > 0 else peak if peak > 0 else 1.0
-    norm = Normalize(0.0, vmax)
-    colours = cmap(norm(np.where(finite, density, np.nan)))
-
-    if shape is not None:
-        lo, hi = v.min(0)[perm], v.max(0)[perm]
-        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-300)
-        orientation = _orientation(v, f)
-        if orientation < 0:
-            normals = -normals
-    else:
-        lo, hi = cloud.min(0), cloud.max(0)
-    centre, half = 0.5 * (lo + hi), np.maximum(0.5 * (hi - lo), 1e-9 * max(1.0, float(np.abs(hi - lo).max())))
-    extent = (centre - half, centre + half)
-
+    views, perm = _display_axes(manifold, views, max_faces, vertical_axis)
+    scene = _scene(manifold, perm)
+    cmap, norm, colours, beyond = _colour_scale(_density_at(log_prob, manifold, scene.query, max_faces))
     overlay = samples is not None or points is not None
     n_panels = len(views) + int(overlay)
     fig = Figure(figsize=(3.9 * n_panels + 0.6, 4.2), dpi=110)
@@ -297,70 +400,14 @@ def surface_density(
     slot = list(range(len(views))) + [len(views) + 1]  # grid column of each panel; the colorbar between
     grid = fig.add_gridspec(1, n_panels + 1, width_ratios=[1.0] * len(views) + [0.28] + [1.0] * int(overlay),
                             wspace=0.02)
-
-    def axes(k: int, elev: float, azim: float):
-        ax = fig.add_subplot(grid[0, slot[k]], projection="3d")
-        ax.set_proj_type("ortho")
-        ax.set_xlim(centre[0] - half[0], centre[0] + half[0])
-        ax.set_ylim(centre[1] - half[1], centre[1] + half[1])
-        ax.set_zlim(centre[2] - half[2], centre[2] + half[2])
-        ax.set_box_aspect(tuple(half), zoom=1.25)
-        ax.view_init(elev=elev, azim=azim)
-        ax.set_axis_off()
-        ax.set_facecolor("none")
-        return ax
-
-    def shaded(rgba: np.ndarray, eye: np.ndarray) -> np.ndarray:
-        out = np.array(rgba, dtype=np.float64, copy=True)
-        out[:, :3] *= (0.6 + 0.4 * np.abs(normals @ eye))[:, None]
-        return out
-
     for k, (elev, azim) in enumerate(views):
-        ax = axes(k, elev, azim)
-        if shape is not None:
-            fc = shaded(colours, _eye(elev, azim))
-            ax.add_collection3d(Poly3DCollection(tri, facecolors=fc, edgecolors=fc, linewidths=0.3, antialiased=False))
-        else:
-            front = _visible(cloud, cloud, _eye(elev, azim), 48, extent)
-            ax.scatter(*cloud[front].T, c=colours[front], s=2.0, linewidths=0, depthshade=False)
-        ax.set_title(f"elev {elev:g}°, azim {azim:g}°", fontsize=8)
+        _density_panel(_axes(fig, grid[0, slot[k]], scene, elev, azim), scene, colours, elev, azim)
     box = grid[0, len(views)].get_position(fig)
     cax = fig.add_axes((box.x0, box.y0 + 0.2 * box.height, 0.22 * box.width, 0.6 * box.height))
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, label="density",
-                 extend="max" if peak > 1.01 * vmax else "neither")
-
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, label="density", extend="max" if beyond else "neither")
     if overlay:
         elev, azim = views[0]
-        ax = axes(len(views), elev, azim)
-        ax.computed_zorder = False
-        eye = _eye(elev, azim)
-        if shape is not None:
-            fc = shaded(np.tile([0.86, 0.86, 0.86, 1.0], (len(tri), 1)), eye)
-            ax.add_collection3d(Poly3DCollection(tri, facecolors=fc, edgecolors=fc, linewidths=0.3, antialiased=False,
-                                                    zorder=1))
-            surf = _surface_samples(v[:, perm], f, 400_000)
-            centroids = torch.from_numpy(tri.mean(1))
-            resolution = 256
-        else:
-            front = _visible(cloud, cloud, eye, 48, extent)
-            ax.scatter(*cloud[front].T, c="0.8", s=2.0, linewidths=0, depthshade=False, zorder=1)
-            surf, resolution = cloud, 48
-        for k, (pts, style) in enumerate(((samples, dict(s=1.2, c="0.12", alpha=0.7, label="model samples")),
-                                          (points, dict(s=2.5, c="red", alpha=0.8, label="data")))):
-            q = _subsample(pts, 3000, seed=k + 1)
-            if q is None:
-                continue
-            q = q[:, perm]
-            cos_view = None
-            if shape is not None:
-                qt = torch.from_numpy(q)
-                near = torch.cat([torch.cdist(c, centroids).argmin(1) for c in torch.split(qt, 1024)]).numpy()
-                cos_view = normals[near] @ eye
-            oriented = shape is not None and orientation != 0
-            q = q[_visible(q, surf, eye, resolution, extent, cos_view, oriented=oriented)]
-            ax.scatter(q[:, 0], q[:, 1], q[:, 2], linewidths=0, depthshade=False, zorder=2 + k, **style)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.04), ncol=2, fontsize=7, markerscale=4, frameon=False)
-        ax.set_title("samples and data (front side)", fontsize=8)
+        _overlay_panel(_axes(fig, grid[0, slot[len(views)]], scene, elev, azim), scene, perm, samples, points, elev, azim)
     if title:
         fig.suptitle(title)
     path = Path(path)

@@ -140,6 +140,16 @@ class Manifold(geoopt.Manifold):
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """Map ambient coordinates ``[..., ambient_dim]`` to the closest point on the manifold."""
 
+    def projx_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`projx` for points entering a program (data files, user input): the input is checked, and
+        manifolds whose projection branches on values (the closest-point search of meshes, the Newton
+        iteration of implicit surfaces) settle every point, reading the device where they must, or
+        raise. :meth:`projx` itself reads nothing on the host, for hot loops."""
+        reason = self._check_tensor(x, "x")
+        if reason is not None:
+            raise ValueError(f"{self}: {reason}")
+        return self.projx(x)
+
     @abc.abstractmethod
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Project an ambient vector ``u`` onto the tangent space at ``x``; shapes ``[..., ambient_dim]``."""

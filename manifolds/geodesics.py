@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
+import torch
 
 
 def _require_potpourri3d():
@@ -158,3 +159,37 @@ class MeshGeodesics:
             out += bx[:, i : i + 1] * np.einsum("nab,nb->na", rot, vec)
         # exactly tangent to the face of x
         return out - (out * n_face).sum(-1, keepdims=True) * n_face
+
+
+# ---------------------------------------------------------------------- torch glue for Mesh
+def locate(mesh, x: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """Face index ``[N]`` and barycentric coordinates ``[N, 3]`` (numpy, float64) of points ``x [N, 3]`` on ``mesh``."""
+    face, bary, _ = mesh.closest(x.detach())
+    return face.cpu().numpy(), bary.detach().cpu().double().numpy()
+
+
+def traced_geodesic(mesh, x: torch.Tensor, u: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``exp_x(t u)`` on ``mesh`` and its time derivative (``|u|`` times the unit tangent there), traced on the host.
+
+    Shapes: ``x, u [..., 3]``, ``t [...]``; both outputs ``[..., 3]`` on ``x``'s device and dtype.
+    """
+    shape = x.shape
+    uf = u.reshape(-1, 3)
+    tf = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(shape[:-1]).reshape(-1, 1)
+    face, bary = locate(mesh, x.reshape(-1, 3))
+    ends, tangent = mesh.geodesics.trace(face, bary, (tf * uf).detach().cpu().double().numpy())
+    out = lambda a: torch.as_tensor(a, dtype=x.dtype, device=x.device).reshape(shape)  # noqa: E731
+    moved = torch.as_tensor(np.linalg.norm(tangent, axis=-1) > 0, device=x.device).reshape(-1, 1)
+    speed = torch.linalg.vector_norm(uf, dim=-1, keepdim=True)
+    velocity = torch.where(moved, out(tangent).reshape(-1, 3) * speed, uf).reshape(shape)  # u itself where t u = 0
+    y = mesh.projx(out(ends))
+    return y, mesh.proju_orthogonal(y, velocity.detach())
+
+
+def heat_logmap(mesh, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``log_x(y) [..., 3]`` on ``mesh`` from the vector heat log maps of the corners of ``x``'s face (host)."""
+    x, y = torch.broadcast_tensors(x, y)
+    fx, bx = locate(mesh, x.reshape(-1, 3))
+    fy, by = locate(mesh, y.reshape(-1, 3))
+    v = mesh.geodesics.log(fx, bx, fy, by)
+    return torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(x.shape)

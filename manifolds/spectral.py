@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from .mesh import Mesh
+if TYPE_CHECKING:  # the mesh imports this module, not the other way round
+    from .mesh import Mesh
 
 CACHE_VERSION = "lb-v2"
 """Part of every cache key: bump it when the discretisation or the sign convention changes."""
@@ -118,15 +120,20 @@ def laplace_beltrami(vertices: np.ndarray, faces: np.ndarray, k: int) -> Tuple[n
     return vals[1:], _sign_convention(vecs, mass)
 
 
-def eigenpairs(mesh: Mesh, k: int, *, cache: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+_IN_MEMORY: "weakref.WeakKeyDictionary[Mesh, Tuple[np.ndarray, np.ndarray]]" = weakref.WeakKeyDictionary()
+"""The largest set of eigenpairs computed or read so far for each live mesh."""
+
+
+def eigenpairs(mesh: "Mesh", k: int, *, cache: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`laplace_beltrami` of ``mesh``, computed once per mesh content and cached.
 
-    The cache holds the largest ``k`` computed so far, in memory on the mesh and on disk under
-    :func:`cache_dir` as ``eig-<sha256 of the mesh>.npz`` (written atomically). A file that cannot
-    be read is recomputed and replaced, with a warning.
+    The cache holds the largest ``k`` computed so far, in memory (per mesh object) and on disk
+    under :func:`cache_dir` as ``eig-<sha256 of the mesh>.npz`` (written atomically). A file that
+    cannot be read is recomputed and replaced, with a warning.
     """
-    if mesh._eig is not None and mesh._eig[0].shape[0] >= k:
-        return mesh._eig[0][:k], mesh._eig[1][:, :k]
+    known = _IN_MEMORY.get(mesh)
+    if known is not None and known[0].shape[0] >= k:
+        return known[0][:k], known[1][:, :k]
     path = cache_dir() / f"eig-{CACHE_VERSION}-{mesh.content_hash()[:32]}.npz"
     if cache and path.exists():
         try:
@@ -138,10 +145,10 @@ def eigenpairs(mesh: Mesh, k: int, *, cache: bool = True) -> Tuple[np.ndarray, n
             warnings.warn(f"ignoring unreadable eigenpair cache {path} ({e}); recomputing", RuntimeWarning)
             vals = None
         if vals is not None and vals.shape[0] >= k:
-            mesh._eig = (vals, vecs)
+            _IN_MEMORY[mesh] = (vals, vecs)
             return vals[:k], vecs[:, :k]
-    vals, vecs = laplace_beltrami(mesh._v, mesh._f, k)
-    mesh._eig = (vals, vecs)
+    vals, vecs = laplace_beltrami(mesh.arrays.vertices, mesh.arrays.faces, k)
+    _IN_MEMORY[mesh] = (vals, vecs)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
@@ -173,7 +180,7 @@ class SpectralDistance(torch.nn.Module):
             target; at ``2 / lambda_100`` 16% hit the cap and 10% end more than 1.5 away.
     """
 
-    def __init__(self, mesh: Mesh, kind: str = "biharmonic", n_eigs: int = 100, tau: Optional[float] = None):
+    def __init__(self, mesh: "Mesh", kind: str = "biharmonic", n_eigs: int = 100, tau: Optional[float] = None):
         super().__init__()
         if kind not in DISTANCES:
             raise ValueError(f"unknown spectral distance {kind!r}; choose from {DISTANCES}")
@@ -192,11 +199,12 @@ class SpectralDistance(torch.nn.Module):
         self.mesh, self.kind, self.n_eigs, self.tau = mesh, kind, n_eigs, tau
         self.register_buffer("features", torch.as_tensor(vecs * np.sqrt(w)), persistent=False)  # [n_vertices, k]
         self.register_buffer("grad_basis", mesh.face_gradient_basis(), persistent=False)  # [faces, 3, 3]
-        self.register_buffer("face_vertices", torch.as_tensor(mesh._f), persistent=False)
+        self.register_buffer("face_vertices", torch.tensor(mesh.arrays.faces), persistent=False)
 
+    @torch.no_grad()
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Spectral coordinates ``[N, k]`` of points ``x [N, 3]`` and the face of each point ``[N]``."""
-        face, bary, _ = self.mesh.closest(x)
+        """Spectral coordinates ``[N, k]`` of points ``x [N, 3]`` on the mesh and the face of each point ``[N]``."""
+        face, bary, _ = self.mesh.closest(x, exact=False)  # a fresh search: on an edge, the face a later search finds
         feats = self.features.to(x.dtype)[self.face_vertices[face]]  # [N, 3, k]
         return (bary.to(x.dtype).unsqueeze(-1) * feats).sum(-2), face
 
@@ -242,7 +250,7 @@ class SpectralDistance(torch.nn.Module):
         return self
 
 
-def mesh_eigenfunction(mesh: Mesh, k: int) -> Tuple[float, np.ndarray]:
+def mesh_eigenfunction(mesh: "Mesh", k: int) -> Tuple[float, np.ndarray]:
     """The ``k``-th non-constant eigenpair (``k >= 1``): ``(lambda_k, phi_k [n_vertices])``."""
     if k < 1:
         raise ValueError(f"eigenfunction index counts non-constant modes from 1, got {k}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -49,6 +49,11 @@ class RFM(FlowObjective):
         self.coupling = coupling
         self.path = GeodesicPath(manifold) if path is None else path
 
+    def prepare(self, train: torch.Tensor, val: torch.Tensor) -> Dict[str, Any]:
+        """Let the path see the training points (a :class:`~manifold_flows.geodesic_bank.GeodesicBank` traces its first bank)."""
+        self.path.prepare(train)
+        return {}
+
     def loss(self, x1: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """RFM loss on a data batch ``x1 [B, D]`` (the path may use only its first ``path.pairs(B)`` rows)."""
         n = self.path.pairs(x1.shape[0])
@@ -57,6 +62,6 @@ class RFM(FlowObjective):
         if self.coupling == "ot":
             x0 = ot_pairing(self.manifold, x0, x1)
         t = torch.rand(n, dtype=x1.dtype, device=x1.device, generator=generator)
-        ps = self.path.sample(x0, x1, t)
+        ps = self.path.sample(x0, x1, t, generator=generator)
         diff = self.net(ps.xt, ps.t) - ps.ut
         return self.manifold.inner(ps.xt, diff).mean()

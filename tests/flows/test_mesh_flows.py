@@ -111,25 +111,22 @@ def test_ode_likelihood_on_the_mesh_integrates_to_one(bunny):
 
     E_uniform[p(x) * area] = 1 only if the likelihood accounts for the flux across edges; with the
     orthogonal per-face projection, or a projection whose divergence blows up at vertices, it does not.
+    The field goes through ``tangent_field`` as network outputs do (its divergence includes the
+    derivative of the interpolated vertex normal); it is kept moderate so that the Monte Carlo mean
+    of the density ratio is not dominated by rare points.
     """
-    import trimesh
-
     from manifold_flows.likelihood import log_likelihood
 
     g = torch.Generator().manual_seed(3)
-    A = torch.randn(3, 3, dtype=torch.float64, generator=g) * 0.4
+    A = torch.randn(3, 3, dtype=torch.float64, generator=g) * 0.1
     B = torch.randn(3, 3, dtype=torch.float64, generator=g) * 3
-    vn = torch.as_tensor(trimesh.Trimesh(bunny._v, bunny._f, process=False).vertex_normals.copy())
 
-    def field(x, t):  # smooth, nearly tangent (a trained field's situation), then projected
-        w = x @ A.T + 0.4 * torch.sin(x @ B.T + 3 * t)
-        nrm = bunny.interpolate(x, vn)
-        nrm = nrm / nrm.norm(dim=-1, keepdim=True)
-        return bunny.proju(x, w - (w * nrm).sum(-1, keepdim=True) * nrm)
+    def field(x, t):
+        return bunny.tangent_field(x, x @ A.T + 0.1 * torch.sin(x @ B.T + 3 * t))
 
-    x = bunny.random_base(400, dtype=torch.float64, generator=g)
-    coarse = log_likelihood(field, x, manifold=bunny, solver_steps=40)
-    fine = log_likelihood(field, x, manifold=bunny, solver_steps=80)
+    x = bunny.random_base(800, dtype=torch.float64, generator=g)
+    coarse = log_likelihood(field, x, manifold=bunny, solver_steps=20)
+    fine = log_likelihood(field, x, manifold=bunny, solver_steps=40)
     assert coarse.std() > 0.4  # the flow moves mass: the identity below is not trivial
     ratio = fine.exp() * bunny.area
     se = float(ratio.std() / math.sqrt(len(ratio)))
@@ -162,7 +159,7 @@ def test_moser_on_implicit_sphere_matches_round_sphere():
 
 def test_mesh_densities_are_normalised_and_exact(bunny):
     for target in (eigenfunction_density(bunny, 10), geodesic_bumps(bunny, 3, seed=1)):
-        p = torch.exp(target.log_density) * torch.as_tensor(bunny._areas)
+        p = torch.exp(target.log_density) * torch.tensor(bunny.arrays.areas)
         assert float(p.sum()) == pytest.approx(1.0, abs=1e-12)
         g = torch.Generator().manual_seed(3)
         x = target.sample(40_000, generator=g)

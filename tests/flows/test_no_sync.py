@@ -13,11 +13,14 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from manifolds import FlatTorus, ProductManifold, Sphere
+import trimesh
+
+from manifolds import FlatTorus, ImplicitSurface, Mesh, ProductManifold, SpectralDistance, Sphere
 from manifold_flows.config import METHOD_DEFAULTS
 from manifold_flows.likelihood import log_likelihood, sample
 from manifold_flows.nets import EMA, VectorField
 from manifold_flows.objectives import PPD, RFM, MoserFlow
+from manifold_flows.paths import PremetricPath
 
 SYNCING = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "is_nonzero", "equal", "item")
 """Operations whose result needs the tensor's values on the host."""
@@ -46,6 +49,20 @@ class SyncWatch(TorchDispatchMode):
 
 
 MANIFOLDS = {"S2": lambda: Sphere(2), "T2": lambda: FlatTorus(2), "S2xT1": lambda: ProductManifold(Sphere(2), FlatTorus(1))}
+
+
+def _torus_mesh():
+    return Mesh(trimesh.creation.torus(1.0, 0.4, major_sections=24, minor_sections=12), name="torus")
+
+
+def _sheet():
+    return Mesh(trimesh.creation.box((1.0, 1.0, 0.2)).slice_plane((0, 0, 0.05), (0, 0, -1)), name="tray")
+
+
+SURFACES = {"mesh": _torus_mesh, "open_mesh": _sheet, "implicit_torus": lambda: ImplicitSurface.torus(1.0, 0.4),
+            "implicit_ellipsoid": lambda: ImplicitSurface.ellipsoid(1.0, 0.7, 0.5, n_area=1 << 16)}
+"""Surfaces whose projections branch on values: a closed and an open mesh, an implicit torus (exact sampler) and
+an implicit ellipsoid (shell sampler)."""
 
 
 def test_the_watch_sees_syncs():
@@ -120,6 +137,51 @@ def test_moser_sampler_does_not_sync_in_its_loops():
         mf.sample(30, solver_steps=3, generator=torch.Generator().manual_seed(3))
     # the chain's summary (acceptance rates) is read once, after the loop: at most 3 reads
     assert len(w.syncs) <= 3, sorted(set(w.syncs))
+
+
+def _steps(objective, net, data, n_steps):
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(n_steps):
+        loss = objective.loss(data[torch.randint(0, data.shape[0], (32,), generator=gen)], generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("name", sorted(SURFACES))
+def test_surface_training_solves_and_sampling_do_not_sync(name):
+    """Meshes and implicit surfaces: Moser Flow steps (closed surfaces), RFM steps on a premetric path (meshes),
+    likelihoods and sampling read nothing on the host (their entry-point checks run before the watch)."""
+    manifold = SURFACES[name]()
+    torch.manual_seed(0)
+    data = manifold.random_base(128, generator=torch.Generator().manual_seed(1))
+    runs = []
+    if not manifold.has_boundary:
+        net = VectorField(manifold, hidden=16, depth=2, activation="softplus100", time_dependent=False)
+        runs.append((MoserFlow(manifold, net), net))
+    if isinstance(manifold, Mesh):
+        net = VectorField(manifold, hidden=16, depth=2)
+        path = PremetricPath(manifold, SpectralDistance(manifold, "biharmonic", n_eigs=8), steps=4)
+        runs.append((RFM(manifold, net, path=path), net))
+    for objective, net in runs:
+        _steps(objective, net, data, 1)  # first calls fill caches
+        w = SyncWatch()
+        with w:
+            _steps(objective, net, data, 2)
+        assert not w.syncs, (type(objective).__name__, sorted(set(w.syncs)))
+    field = VectorField(manifold, hidden=16, depth=2)
+    x = manifold.random_base(40, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        sample(field, 40, manifold=manifold, solver_steps=3, generator=torch.Generator().manual_seed(3))
+        log_likelihood(field, x, manifold=manifold, solver_steps=3)
+
+    run()
+    w = SyncWatch()
+    with w:
+        run()
+    assert not w.syncs, sorted(set(w.syncs))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from manifolds import Mesh, SpectralDistance
-from manifolds.mesh import _closest_on_faces
+from manifolds.mesh_index import closest_on_faces
 from manifolds.spectral import cotangent_stiffness, eigenpairs, laplace_beltrami, voronoi_mass
 from manifolds.testing import PROPERTIES
 
@@ -25,8 +25,8 @@ def icosphere():
 
 def brute_force(mesh, y):
     """Closest squared distance over every face (no index)."""
-    table = mesh._data(y.dtype, y.device)["table"]
-    return _closest_on_faces((y[:, 0:1], y[:, 1:2], y[:, 2:3]), list(table.unbind(0)), full=False).min(1).values
+    table = mesh.index.cast(y.dtype, y.device)["table"]
+    return closest_on_faces((y[:, 0:1], y[:, 1:2], y[:, 2:3]), list(table.unbind(0)), full=False).min(1).values
 
 
 def test_loads_and_reports(bunny):
@@ -42,8 +42,8 @@ def test_closest_point_matches_brute_force(bunny, dtype):
     on = bunny.random_base(300, dtype=dtype, generator=g)
     near = on + 0.05 * torch.randn(300, 3, dtype=dtype, generator=g)
     far = 40.0 * torch.randn(50, 3, dtype=dtype, generator=g)
-    v = bunny._data(dtype, torch.device("cpu"))["vertices"]
-    f = bunny._data(dtype, torch.device("cpu"))["faces"]
+    v = bunny.vertices.to(dtype)
+    f = bunny.faces
     verts = v[:200] + 1e-3 * torch.randn(200, 3, dtype=dtype, generator=g)
     mids = 0.5 * (v[f[:200, 0]] + v[f[:200, 1]])  # points on edges
     y = torch.cat([on, near, far, verts, v[200:300], mids])
@@ -82,7 +82,7 @@ def test_proju_is_tangent_and_idempotent(bunny):
 
 def _shared_edge_points(mesh, n, g):
     """Points on ``n`` random interior edges, with the two faces that share each edge and its endpoints."""
-    f = mesh._f
+    f = mesh.arrays.faces
     half = np.stack([f[:, [1, 2]], f[:, [2, 0]], f[:, [0, 1]]], 1).reshape(-1, 2)
     key = np.sort(half, 1)
     order = np.lexsort((key[:, 1], key[:, 0]))
@@ -91,16 +91,15 @@ def _shared_edge_points(mesh, n, g):
     second = order[1:][same][:n]
     ends = key[first]
     s = torch.rand(len(first), 1, dtype=torch.float64, generator=g)
-    v = torch.as_tensor(mesh._v)
+    v = torch.tensor(mesh.arrays.vertices)
     x = s * v[ends[:, 0]] + (1 - s) * v[ends[:, 1]]
     return x, torch.as_tensor(first // 3), torch.as_tensor(second // 3), ends
 
 
 def _proju_on_face(mesh, x, face, u):
     """``proju`` with the face given (on an edge both faces contain the point)."""
-    d = mesh._data(torch.float64, torch.device("cpu"))
-    n = d["normals"][face]
-    tau = d["tilt_c"][face].unsqueeze(-1) * x - d["tilt_q"][face]
+    n = mesh.face_normals[face]
+    tau = mesh.tilt_c[face].unsqueeze(-1) * x - mesh.tilt_q[face]
     return u + (n * u).sum(-1, keepdim=True) * (tau - n), n
 
 
@@ -109,13 +108,13 @@ def test_proju_flux_is_continuous_across_edges(bunny):
     g = torch.Generator().manual_seed(11)
     x, fa, fb, ends = _shared_edge_points(bunny, 3000, g)
     u = torch.randn(x.shape, dtype=torch.float64, generator=g)
-    v = torch.as_tensor(bunny._v)
+    v = torch.tensor(bunny.arrays.vertices)
     edge = v[ends[:, 1]] - v[ends[:, 0]]
     fluxes, orthogonal = [], []
     for face in (fa, fb):
         pu, n = _proju_on_face(bunny, x, face, u)
         nu = torch.linalg.cross(edge, n)
-        centroid = v[torch.as_tensor(bunny._f)[face]].mean(1)
+        centroid = v[torch.tensor(bunny.arrays.faces)[face]].mean(1)
         nu = nu * torch.sign(((x - centroid) * nu).sum(-1, keepdim=True))  # outward from the face
         fluxes.append((pu * nu).sum(-1))
         orthogonal.append(((u - (u * n).sum(-1, keepdim=True) * n) * nu).sum(-1))
@@ -134,13 +133,12 @@ def test_divergence_of_projected_constant_field_is_bounded_at_vertices(bunny):
     corner = torch.randint(0, 3, (300,), generator=g)
     bary = torch.full((300, 3), 1e-7, dtype=torch.float64)
     bary[torch.arange(300), corner] = 1 - 2e-7  # within 1e-7 edge lengths of a vertex
-    tri = torch.as_tensor(bunny._v)[torch.as_tensor(bunny._f)[faces]]
+    tri = torch.tensor(bunny.arrays.vertices)[torch.tensor(bunny.arrays.faces)[faces]]
     x = (bary.unsqueeze(-1) * tri).sum(1)
     u = torch.randn(3, dtype=torch.float64, generator=g)
     div = divergence(lambda y, t: u.expand_as(y), x, 0.0, manifold=bunny)
-    d = bunny._data(torch.float64, torch.device("cpu"))
     face = bunny.face_of(bunny.projx(x))
-    expected = (d["normals"][face] @ u) * 2 * d["tilt_c"][face]
+    expected = (bunny.face_normals[face] @ u) * 2 * bunny.tilt_c[face]
     assert torch.allclose(div, expected, atol=1e-9)
     # the same value as at the centroid of the face: no singularity at the corner
     at_centroid = divergence(lambda y, t: u.expand_as(y), tri.mean(1), 0.0, manifold=bunny)
@@ -158,11 +156,9 @@ def test_tangent_field_ignores_the_smooth_normal_component(bunny):
     nrm = bunny.smooth_normal(x)
     assert torch.allclose(nrm.norm(dim=-1), torch.ones(200, dtype=torch.float64))
     # continuous: at a vertex, every face around it gives that vertex's normal
-    d = bunny._data(torch.float64, torch.device("cpu"))
-    corner = torch.as_tensor(bunny._v)[torch.as_tensor(bunny._f)[:, 0]] * (1 - 2e-9) + 1e-9 * (
-        torch.as_tensor(bunny._v)[torch.as_tensor(bunny._f)[:, 1]] + torch.as_tensor(bunny._v)[torch.as_tensor(bunny._f)[:, 2]])
-    assert torch.allclose(bunny.smooth_normal(bunny.projx(corner)), d["vertex_normals"][torch.as_tensor(bunny._f)[:, 0]],
-                          atol=1e-6)
+    v, f = bunny.vertices, bunny.faces
+    corner = v[f[:, 0]] * (1 - 2e-9) + 1e-9 * (v[f[:, 1]] + v[f[:, 2]])
+    assert torch.allclose(bunny.smooth_normal(bunny.projx(corner)), bunny.vertex_normals[f[:, 0]], atol=1e-6)
     # the face normal differs from it: the test below is not trivial
     assert (nrm - bunny.normal(x)).norm(dim=-1).median() > 0.02
 
@@ -186,7 +182,7 @@ def test_area_uniform_sampling(bunny):
     bunny.assert_check_point(x[:2000])
     face = bunny.closest(x)[0]
     # pool faces into 50 bins of about equal area and compare counts with a chi-square statistic
-    areas = torch.as_tensor(bunny._areas)
+    areas = torch.tensor(bunny.arrays.areas)
     order = torch.randperm(bunny.n_faces, generator=g)
     bins = torch.zeros(bunny.n_faces, dtype=torch.long)
     bins[order] = torch.arange(bunny.n_faces) % 50
@@ -278,8 +274,13 @@ def test_bad_meshes_get_clear_errors(tmp_path):
 def test_bad_points_get_clear_errors(bunny):
     with pytest.raises(ValueError, match="trailing dimension"):
         bunny.projx(torch.zeros(4, 2))
+    bad = torch.tensor([[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]])
     with pytest.raises(ValueError, match="NaN"):
-        bunny.projx(torch.tensor([[0.0, float("nan"), 0.0]]))
+        bunny.projx_checked(bad)  # entry points check values
+    with pytest.raises(ValueError, match="NaN"):
+        bunny.closest(bad)
+    p = bunny.projx(bad)  # hot loops do not read values on the host: NaN stays in its row
+    assert torch.isnan(p[0]).all() and torch.isfinite(p[1]).all()
     with pytest.raises(ValueError, match="off the mesh"):
         bunny.assert_check_point(torch.tensor([[10.0, 0.0, 0.0]]))
 
@@ -297,17 +298,17 @@ def test_solver_steps_stay_on_the_mesh(bunny):
 
 
 def test_stiffness_and_mass_identities(icosphere):
-    s = cotangent_stiffness(icosphere._v, icosphere._f)
+    s = cotangent_stiffness(icosphere.arrays.vertices, icosphere.arrays.faces)
     assert abs(s - s.T).max() < 1e-12
     assert np.abs(np.asarray(s.sum(1))).max() < 1e-10
-    mass = voronoi_mass(icosphere._v, icosphere._f)
+    mass = voronoi_mass(icosphere.arrays.vertices, icosphere.arrays.faces)
     assert mass.sum() == pytest.approx(icosphere.area, rel=1e-12)
     # Dirichlet energy of a linear function x -> <a, x> on a closed surface equals its gradient's integral
     a = np.array([0.2, -0.5, 0.7])
-    u = icosphere._v @ a
+    u = icosphere.arrays.vertices @ a
     basis = icosphere.face_gradient_basis().numpy()
-    grads = (u[icosphere._f][..., None] * basis).sum(1)
-    energy = ((grads**2).sum(1) * icosphere._areas).sum()
+    grads = (u[icosphere.arrays.faces][..., None] * basis).sum(1)
+    energy = ((grads**2).sum(1) * icosphere.arrays.areas).sum()
     assert u @ (s @ u) == pytest.approx(energy, rel=1e-10)
 
 
@@ -317,12 +318,12 @@ def test_sphere_eigenvalues_are_spherical_harmonics(tmp_path, monkeypatch):
     vals, vecs = m.eigenpairs(35)
     expected = np.concatenate([[l * (l + 1)] * (2 * l + 1) for l in range(1, 6)])  # multiplicity 2l + 1
     assert np.allclose(vals, expected, rtol=0.02), np.c_[vals, expected]
-    mass = voronoi_mass(m._v, m._f)
+    mass = voronoi_mass(m.arrays.vertices, m.arrays.faces)
     gram = vecs.T @ (mass[:, None] * vecs)
     assert np.allclose(gram, np.eye(35), atol=1e-8)
     # l = 1 eigenfunctions are linear in the coordinates
-    coef, *_ = np.linalg.lstsq(m._v, vecs[:, :3], rcond=None)
-    assert np.abs(m._v @ coef - vecs[:, :3]).max() < 1e-2
+    coef, *_ = np.linalg.lstsq(m.arrays.vertices, vecs[:, :3], rcond=None)
+    assert np.abs(m.arrays.vertices @ coef - vecs[:, :3]).max() < 1e-2
     # cached on disk by content, and reused (even by a mesh built again from the same data)
     files = list(tmp_path.glob("eig-*.npz"))
     assert len(files) == 1
@@ -344,10 +345,10 @@ def test_eigen_cache_survives_a_corrupt_file(tmp_path, monkeypatch, icosphere):
 
 
 def test_sign_convention_is_deterministic(bunny):
-    _, vecs = laplace_beltrami(bunny._v, bunny._f, 12)
-    _, again = laplace_beltrami(bunny._v, bunny._f, 12)
+    _, vecs = laplace_beltrami(bunny.arrays.vertices, bunny.arrays.faces, 12)
+    _, again = laplace_beltrami(bunny.arrays.vertices, bunny.arrays.faces, 12)
     assert np.allclose(vecs, again)
-    mass = voronoi_mass(bunny._v, bunny._f)
+    mass = voronoi_mass(bunny.arrays.vertices, bunny.arrays.faces)
     assert ((mass[:, None] * vecs**3).sum(0) > 0).all()
 
 
@@ -373,3 +374,38 @@ def test_spectral_distance(bunny, kind):
     fd = (d.dist2(xs, y) - d2) / h
     assert torch.allclose(fd[same], (grad * u).sum(-1)[same], rtol=1e-4, atol=1e-6)
     assert (grad * bunny.normal(x)).sum(-1).abs().max() < 1e-10
+
+
+def test_tables_move_with_to_and_keep_float64(bunny):
+    """Every table of the mesh, its index and an open mesh's collar moves with .to(device); .to(dtype) leaves them."""
+    sheet = Mesh(trimesh.creation.box((1.0, 1.0, 0.2)).slice_plane((0, 0, 0.05), (0, 0, -1)))
+    for m in (Mesh(trimesh.creation.icosphere(subdivisions=1)), sheet):
+        m.to(torch.float32)
+        assert m.vertices.dtype == torch.float64 and m.index.table.dtype == torch.float64
+        x = m.random_base(20, dtype=torch.float32)
+        assert x.dtype == torch.float32 and m.check_point(x)[0]
+        m.to("meta")  # a device without data: everything must get there
+        buffers = dict(m.named_buffers())
+        assert {"vertices", "faces", "face_normals", "tilt_c", "index.table", "index.groups"} <= set(buffers)
+        assert all(b.device.type == "meta" for b in buffers.values()), {k: b.device for k, b in buffers.items()}
+        assert m.index.unresolved.device.type == "meta"
+        if m.has_boundary:
+            assert m.collar.start.device.type == "meta"
+
+
+def test_search_without_host_reads_matches_the_certified_one(bunny):
+    """projx (fixed-size refinements, nothing read on the host) gives the certified closest face near the mesh;
+    far points it cannot certify are still put on the mesh and counted."""
+    g = torch.Generator().manual_seed(31)
+    x = bunny.random_base(3000, dtype=torch.float64, generator=g)
+    near = x + 0.01 * torch.randn(x.shape, dtype=torch.float64, generator=g)
+    before = bunny.unresolved_projections
+    face, _, p = bunny.closest(near)
+    assert torch.equal(bunny.projx(near), p) and torch.equal(bunny.face_of(near), face)
+    assert bunny.unresolved_projections == before
+    far = x[:500] + 0.3 * torch.randn(500, 3, dtype=torch.float64, generator=g)
+    q = bunny.projx(far)
+    bunny.assert_check_point(q)
+    exact = bunny.closest(far)[2]
+    wrong = int(((q - exact).norm(dim=-1) > 1e-9).sum())
+    assert bunny.unresolved_projections - before >= wrong

@@ -131,15 +131,15 @@ def test_open_mesh_is_flat_and_stops_at_the_boundary():
 
 
 def test_log_map_rows_are_bounded_and_recomputed():
-    from manifolds.geodesics import MeshGeodesics
+    from manifolds.geodesics import MeshGeodesics, locate
 
     m = Mesh(trimesh.creation.icosphere(subdivisions=2))
-    full = MeshGeodesics(m._v, m._f, m._normals)
-    small = MeshGeodesics(m._v, m._f, m._normals, max_bytes=1)  # 16 rows: the query is split and rows evicted
+    full = MeshGeodesics(m.arrays.vertices, m.arrays.faces, m.arrays.normals)
+    small = MeshGeodesics(m.arrays.vertices, m.arrays.faces, m.arrays.normals, max_bytes=1)  # 16 rows: the query is split and rows evicted
     assert small.max_rows == 16
     g = torch.Generator().manual_seed(7)
     x, y = m.random_base(200, dtype=torch.float64, generator=g), m.random_base(200, dtype=torch.float64, generator=g)
-    fx, bx = m._locate(x)
-    fy, by = m._locate(y)
+    fx, bx = locate(m, x)
+    fy, by = locate(m, y)
     np.testing.assert_allclose(small.log(fx, bx, fy, by), full.log(fx, bx, fy, by), atol=1e-12)
     assert small.rows_computed > small.max_rows

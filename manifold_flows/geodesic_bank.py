@@ -1,0 +1,150 @@
+"""Geodesic conditional paths on meshes from a bank of paths traced on the host, away from the training steps."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from manifolds.geodesics import locate
+
+from .paths import ConditionalPath, PathSample
+
+
+def trace_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
+    """States of the geodesics from ``x0`` to ``x1`` at times ``t``, traced backwards from ``x1`` on the host.
+
+    The geodesic is the straightest path from ``x1`` along ``log_{x1}(x0)`` (vector heat log maps
+    of the corners of ``x1``'s face, so only their rows are needed), for the length of that vector;
+    it ends at ``x0' ~ x0`` and runs through ``x1`` exactly. At time ``t`` the state is the point
+    at arc length ``(1 - t) L`` from ``x1`` and the velocity ``L`` times the unit tangent there,
+    pointing towards ``x1``.
+
+    Args:
+        mesh: the :class:`manifolds.Mesh`.
+        x1: data points ``[n, 3]`` (float64, CPU).
+        x0: base points ``[n, 3]``.
+        t: times ``[n, K]`` in ``[0, 1)``.
+
+    Returns:
+        ``(x0' [n, 3], xt [n, K, 3], ut [n, K, 3])`` as float64 numpy arrays.
+    """
+    f1, b1 = locate(mesh, x1)
+    f0, b0 = locate(mesh, x0)
+    geo = mesh.geodesics
+    v = geo.log(f1, b1, f0, b0)  # [n, 3], tangent at x1
+    n, k = t.shape
+    starts = np.einsum("nk,nkd->nd", b1, geo.V[geo.F[f1]])
+    polylines = [np.asarray(geo.tracer.trace_geodesic_from_face(int(f1[i]), b1[i], v[i]))
+                 if np.linalg.norm(v[i]) > 0 else starts[i:i + 1] for i in range(n)]
+    sizes = np.array([len(p) for p in polylines])
+    pts = np.concatenate(polylines)  # [P, 3], path i in rows offset[i] .. offset[i] + sizes[i]
+    offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)  # [P - 1]; segments across two paths are masked below
+    inside = np.ones(len(pts) - 1, dtype=bool)
+    inside[(offset + sizes - 1)[:-1]] = False
+    seg = np.where(inside, seg, 0.0)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])  # arc length from the first point of all paths
+    length = cum[offset + sizes - 1] - cum[offset]  # traced length of each path
+    s = (1.0 - t.numpy()) * length[:, None]  # [n, K] arc length from x1
+    q = (cum[offset][:, None] + s).ravel()
+    lo = np.repeat(offset, k)
+    hi = np.repeat(offset + sizes - 1, k)
+    j = np.clip(np.searchsorted(cum, q, side="right") - 1, lo, np.maximum(hi - 1, lo))  # segment start index
+    a, b = pts[j], pts[np.minimum(j + 1, np.repeat(offset + sizes - 1, k))]
+    span = cum[np.minimum(j + 1, len(cum) - 1)] - cum[j]
+    w = np.where(span > 0, (q - cum[j]) / np.where(span > 0, span, 1.0), 0.0).clip(0.0, 1.0)
+    xt = a + w[:, None] * (b - a)
+    d = b - a
+    dn = np.linalg.norm(d, axis=1, keepdims=True)
+    tangent = np.where(dn > 0, d / np.where(dn > 0, dn, 1.0), 0.0)
+    ut = -np.repeat(length, k)[:, None] * tangent
+    ends = pts[offset + sizes - 1]
+    return ends, xt.reshape(n, k, 3), ut.reshape(n, k, 3)
+
+
+class GeodesicBank(ConditionalPath):
+    """RFM's geodesic paths on a mesh, traced on the host in banks between training steps.
+
+    A bank holds ``pairs`` paths from base points to training points, each with ``states``
+    targets at times ``(j + o) / states`` (``o`` uniform per path); a training step draws its
+    targets from the bank on the device, so it reads nothing on the host and costs no tracing.
+    Every ``refresh`` draws a new bank is traced: ``sources`` training points, each paired with
+    ``pairs / sources`` base points, traced backwards from the training point (so the vector
+    heat log-map rows needed per bank are those of ``3 sources`` vertices, computed in chunks of
+    ``chunk`` sources and bounded in memory by the mesh's geodesics, see
+    :class:`manifolds.geodesics.MeshGeodesics`). The ``x0, x1, t`` that :meth:`sample` receives
+    set only how many targets are drawn; the returned sample holds the bank's own pairs.
+
+    Args:
+        mesh: the :class:`manifolds.Mesh`.
+        pairs: paths per bank.
+        states: targets per path.
+        sources: distinct training points per bank.
+        refresh: draws between banks (a new bank is traced on the host then).
+        chunk: sources traced at once.
+        seed: seed of the banks' base points and pairings.
+    """
+
+    def __init__(self, mesh, *, pairs: int = 16384, states: int = 16, sources: int = 1024, refresh: int = 500,
+                 chunk: int = 128, seed: int = 0):
+        super().__init__()
+        for name, value in (("pairs", pairs), ("states", states), ("sources", sources), ("refresh", refresh),
+                            ("chunk", chunk)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not mesh.has_geodesics:
+            raise ValueError(f"{mesh} has no geodesics")
+        object.__setattr__(self, "mesh", mesh)
+        self.n_pairs, self.states, self.sources, self.refresh, self.chunk = pairs, states, min(sources, pairs), refresh, chunk
+        self.targets_per_pair = 1
+        self._gen = torch.Generator().manual_seed(seed)
+        self._data: Optional[torch.Tensor] = None
+        self._draws = 0
+        self.banks_traced = 0
+        for name in ("xt", "ut", "t", "x0", "x1"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
+
+    def prepare(self, data: torch.Tensor) -> None:
+        """Keep the training points ``[N, 3]`` the paths end at and trace the first bank."""
+        if data.dim() != 2 or data.shape[0] == 0:
+            raise ValueError(f"need training points [N, 3], got shape {tuple(data.shape)}")
+        self._data = data.detach().to("cpu", torch.float64)
+        self._trace(data.device, data.dtype)
+
+    def _trace(self, device: torch.device, dtype: torch.dtype) -> None:
+        per = math.ceil(self.n_pairs / self.sources)
+        idx = torch.randint(0, self._data.shape[0], (self.sources,), generator=self._gen)
+        x1 = self._data[idx].repeat_interleave(per, 0)[: self.n_pairs]
+        x0 = self.mesh.random_base(x1.shape[0], dtype=torch.float64, generator=self._gen)
+        t = (torch.arange(self.states, dtype=torch.float64) + torch.rand(x1.shape[0], 1, dtype=torch.float64,
+                                                                          generator=self._gen)) / self.states
+        parts = [trace_states(self.mesh, x1[i:i + self.chunk * per], x0[i:i + self.chunk * per],
+                              t[i:i + self.chunk * per]) for i in range(0, x1.shape[0], self.chunk * per)]
+        ends, xt, ut = (torch.from_numpy(np.concatenate(p)) for p in zip(*parts))
+        xt = self.mesh.projx(xt.reshape(-1, 3))
+        ut = self.mesh.proju_orthogonal(xt, ut.reshape(-1, 3))  # tangent to the face a later search finds
+        k = self.states
+        to = dict(device=device, dtype=dtype)
+        self.xt, self.ut, self.t = xt.to(**to), ut.to(**to), t.reshape(-1).to(**to)
+        self.x0, self.x1 = ends.repeat_interleave(k, 0).to(**to), x1.repeat_interleave(k, 0).to(**to)
+        self.banks_traced += 1
+
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+               generator: Optional[torch.Generator] = None) -> PathSample:
+        """``x0.shape[0]`` targets drawn from the bank (see the class notes), on ``x0``'s device and dtype."""
+        if self._data is None:
+            raise RuntimeError("GeodesicBank.prepare(training points) must run before sample")
+        if self._draws and self._draws % self.refresh == 0:
+            self._trace(x0.device, x0.dtype)
+        self._draws += 1
+        if self.xt.device != x0.device or self.xt.dtype != x0.dtype:
+            for name in ("xt", "ut", "t", "x0", "x1"):
+                setattr(self, name, getattr(self, name).to(device=x0.device, dtype=x0.dtype))
+        i = torch.randint(0, self.xt.shape[0], (x0.shape[0],), device=x0.device, generator=generator)
+        return PathSample(x0=self.x0[i], x1=self.x1[i], t=self.t[i], xt=self.xt[i], ut=self.ut[i])
+
+    def extra_repr(self) -> str:
+        return f"pairs={self.n_pairs}, states={self.states}, sources={self.sources}, refresh={self.refresh}"
