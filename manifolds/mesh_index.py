@@ -245,6 +245,7 @@ class ClosestPointIndex(GeometryBuffers, nn.Module):
         face = torch.empty(q.shape[0], dtype=torch.long, device=q.device)
         for i in range(0, q.shape[0], chunk):
             face[i:i + chunk] = self.nearest_face(q[i:i + chunk], exact=exact)
+        face.clamp_(0, self.n_faces - 1)  # a NaN row has no nearest face: keep the index valid, NaN stays in the row
         fd = self.cast(q.dtype, q.device)["table"][:, face]
         _, bary = closest_on_faces((q[:, 0], q[:, 1], q[:, 2]), list(fd.unbind(0)), full=True)
         point = torch.stack([fd[0], fd[1], fd[2]], -1) + bary[:, 1:2] * torch.stack([fd[3], fd[4], fd[5]], -1) \
