@@ -30,11 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
-from manifolds import FlatTorus, Sphere  # noqa: E402
 from manifold_flows.config import METHOD_DEFAULTS  # noqa: E402
 from manifold_flows.likelihood import log_likelihood, sample  # noqa: E402
 from manifold_flows.nets import EMA, VectorField  # noqa: E402
 from manifold_flows.objectives import PPD, RFM, MoserFlow  # noqa: E402
+from manifolds import FlatTorus, Sphere  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVES = {"rfm": RFM, "moser": MoserFlow, "ppd": PPD}

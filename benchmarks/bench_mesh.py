@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import replace
@@ -27,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import interleaved_medians, median_seconds, write_section  # noqa: E402
 from bench_rfm import budgeted_config, training_step  # noqa: E402
 
-from manifolds import Mesh  # noqa: E402
-from manifold_flows.datasets.mesh import MESHES  # noqa: E402
-from manifold_flows.cli import _load_checkpoint  # noqa: E402
 from manifold_flows.builders import load_data  # noqa: E402
+from manifold_flows.cli import _load_checkpoint  # noqa: E402
 from manifold_flows.config import TrainConfig  # noqa: E402
+from manifold_flows.datasets.mesh import MESHES  # noqa: E402
 from manifold_flows.evaluation import nll  # noqa: E402
 from manifold_flows.training import train  # noqa: E402
+from manifolds import Mesh  # noqa: E402
 
 
 def torus_mesh(R: float, r: float, nu: int, nv: int) -> trimesh.Trimesh:

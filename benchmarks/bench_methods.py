@@ -24,13 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import interleaved_medians, write_section  # noqa: E402
-from bench_rfm import BEST_PUBLISHED, PUBLISHED, ROOT, budgeted_config, mean_std  # noqa: E402
+from bench_rfm import PUBLISHED, ROOT, budgeted_config, mean_std  # noqa: E402
 
-from manifolds import Sphere  # noqa: E402
-from manifold_flows.likelihood import log_likelihood, sample  # noqa: E402
 from manifold_flows.builders import build_objective, load_data  # noqa: E402
 from manifold_flows.config import TrainConfig  # noqa: E402
+from manifold_flows.likelihood import log_likelihood, sample  # noqa: E402
 from manifold_flows.training import train  # noqa: E402
+from manifolds import Sphere  # noqa: E402
 
 RESULTS = ROOT / "runs" / "bench" / "methods" / "results.jsonl"
 NAMES = {"rfm": "RFM", "moser": "Moser Flow", "ppd": "PPD"}

@@ -12,7 +12,6 @@ as fit (so the cosine schedule still anneals to zero), with four validations alo
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -25,12 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import interleaved_medians, write_section  # noqa: E402
 
-from manifolds import Euclidean, Sphere  # noqa: E402
-from manifold_flows.nets import VectorField  # noqa: E402
-from manifold_flows.objectives import RFM  # noqa: E402
 from manifold_flows.builders import build_objective, load_data  # noqa: E402
 from manifold_flows.config import TrainConfig  # noqa: E402
+from manifold_flows.nets import VectorField  # noqa: E402
+from manifold_flows.objectives import RFM  # noqa: E402
 from manifold_flows.training import train  # noqa: E402
+from manifolds import Euclidean, Sphere  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = {  # test NLL, REFERENCES.md section 2

@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import interleaved_medians, machine, write_section  # noqa: E402
 from bench_manifold_gaps import RESULTS_DIR, load_results, run_cli  # noqa: E402
 
-from manifold_flows import MoserFlow, PPD, RFM, VectorField  # noqa: E402
+from manifold_flows import PPD, RFM, MoserFlow, VectorField  # noqa: E402
 from manifold_flows.builders import build_objective  # noqa: E402
 from manifold_flows.checkpoint import load_checkpoint  # noqa: E402
 from manifold_flows.config import TrainConfig  # noqa: E402

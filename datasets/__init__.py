@@ -18,8 +18,8 @@ from .earth import (
     split,
     xyz_to_latlon,
 )
-from .mesh import MESHES, MeshDensity, eigenfunction_density, geodesic_bumps, load_mesh, load_mesh_dataset
 from .implicit import IMPLICIT_SURFACES, load_implicit_dataset
+from .mesh import MESHES, MeshDensity, eigenfunction_density, geodesic_bumps, load_mesh, load_mesh_dataset
 from .points import AMINO_CLASSES, parse_manifold, read_points_csv, read_torsion_tsv
 from .synthetic import (
     SYNTHETIC,

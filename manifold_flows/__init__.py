@@ -17,8 +17,8 @@ from .divergence import divergence  # noqa: E402
 from .likelihood import log_likelihood, sample  # noqa: E402
 from .nets import EMA, VectorField  # noqa: E402
 from .objectives import PPD, RFM, FlowObjective, MoserFlow  # noqa: E402
-from .solvers import available_solvers, odeint, time_grid  # noqa: E402
 from .runs import load_run  # noqa: E402
+from .solvers import available_solvers, odeint, time_grid  # noqa: E402
 from .training import train  # noqa: E402
 
 __all__ = [

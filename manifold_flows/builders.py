@@ -7,9 +7,9 @@ from typing import Any, Dict, Optional
 from manifolds import Manifold, Mesh, SpectralDistance
 
 from .config import TrainConfig
+from .geodesic_bank import GeodesicBank
 from .nets import VectorField
 from .objectives import PPD, RFM, FlowObjective, MoserFlow
-from .geodesic_bank import GeodesicBank
 from .paths import ConditionalPath, PremetricPath
 from .surface_features import SpectralFeatures
 

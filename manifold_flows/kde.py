@@ -43,7 +43,7 @@ path is a kernel density estimate with concentration ``kappa_1`` mixed with ``w`
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn

@@ -11,6 +11,7 @@ from torch import nn
 
 from manifolds import Manifold
 
+
 class TailClamped(nn.Module):
     """``act(clamp(z, lower, upper))``: an activation whose tails are exactly flat.
 

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 
 from manifolds import FlatTorus, ImplicitSurface, Manifold, Mesh, Sphere
 
-from .surface_plot import surface_density
 from .datasets import latlon_to_xyz, xyz_to_latlon
+from .surface_plot import surface_density
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
 

@@ -11,7 +11,15 @@ from ._numerics import dot, norm
 from .base import AmbientMetric, Manifold, batch_shape
 from .implicit_newton import NewtonFoot
 from .implicit_sampling import shell_area, shell_sample
-from .implicit_shapes import EllipsoidLevel, SphereDistance, TorusDistance, fmt, parse_bounds, positive_float, positive_int
+from .implicit_shapes import (
+    EllipsoidLevel,
+    SphereDistance,
+    TorusDistance,
+    fmt,
+    parse_bounds,
+    positive_float,
+    positive_int,
+)
 
 ScalarField = Callable[[torch.Tensor], torch.Tensor]
 Sampler = Callable[[int, torch.dtype, torch.device, Optional[torch.Generator]], torch.Tensor]

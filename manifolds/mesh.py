@@ -12,8 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import geodesics as geo
-from . import spectral
+from . import geodesics as geo, spectral
 from ._numerics import dot
 from .base import Manifold, batch_shape
 from .mesh_boundary import BoundaryCollar, boundary_edges

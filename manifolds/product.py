@@ -10,7 +10,6 @@ import torch
 from ._numerics import safe_sqrt
 from .base import Manifold, batch_shape
 
-
 ALL_FACTORS = ("compact", "has_geodesics", "exact_expmap", "ambient_metric", "symmetric_random_walk", "reversible")
 """Capabilities a product has when every factor has them."""
 ANY_FACTOR = ("has_boundary", "piecewise_flat")

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ._numerics import dot, norm, safe_sqrt, sinc, tiny
 from ._matrix_functions import sym
+from ._numerics import dot, norm, safe_sqrt, sinc, tiny
 from .base import Manifold, batch_shape
 
 

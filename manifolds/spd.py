@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ._numerics import log_sinhc, norm, tiny
 from ._matrix_functions import _log1p_floor, matrix_function, sym
+from ._numerics import log_sinhc, norm, tiny
 from .base import Manifold, batch_shape
 
 

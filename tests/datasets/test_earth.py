@@ -6,7 +6,6 @@ import re
 import pytest
 import torch
 
-from manifolds import Sphere
 from manifold_flows.datasets import (
     EARTH_DATASETS,
     SYNTHETIC,
@@ -19,6 +18,7 @@ from manifold_flows.datasets import (
     xyz_to_latlon,
 )
 from manifold_flows.datasets.earth import DATA_DIR
+from manifolds import Sphere
 
 ROWS = {"volcano": 827, "earthquake": 6120, "flood": 4875}
 DISTINCT = {"volcano": 267, "earthquake": 5447}

@@ -9,7 +9,14 @@ import torch
 
 import manifolds as mf
 from manifold_flows import TrainConfig
-from manifold_flows.datasets import AMINO_CLASSES, SYNTHETIC, load_dataset, parse_manifold, read_points_csv, read_torsion_tsv
+from manifold_flows.datasets import (
+    AMINO_CLASSES,
+    SYNTHETIC,
+    load_dataset,
+    parse_manifold,
+    read_points_csv,
+    read_torsion_tsv,
+)
 
 
 def _write(path, rows, header=None):

@@ -7,7 +7,6 @@ import pytest
 import scipy.special
 import torch
 
-from manifolds import SO3, SPD, FlatTorus, Hyperboloid, PoincareBall, Sphere
 from manifold_flows.datasets import (
     SYNTHETIC,
     Checkerboard,
@@ -15,6 +14,7 @@ from manifold_flows.datasets import (
     WrappedNormalMixture,
     vmf_log_normalizer,
 )
+from manifolds import SO3, SPD, FlatTorus, Hyperboloid, PoincareBall, Sphere
 
 F64 = torch.float64
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from manifolds import ImplicitSurface, Mesh, SpectralDistance
 from manifold_flows.datasets import load_dataset
 from manifold_flows.datasets.mesh import MeshDensity, eigenfunction_density, geodesic_bumps, read_points_csv
 from manifold_flows.nets import VectorField
 from manifold_flows.objectives import RFM, MoserFlow
 from manifold_flows.paths import PremetricPath
+from manifolds import ImplicitSurface, Mesh, SpectralDistance
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--hidden", "32", "--depth", "2", "--solver-steps", "6", "--max-val-points", "40", "--no-progress",

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from manifolds import Euclidean, FlatTorus, ProductManifold, Sphere
 from manifold_flows.datasets import VonMisesFisherMixture
 from manifold_flows.kde import KernelDensityPath, _log_vmf_offset, kernel_log_matrix
 from manifold_flows.nets import VectorField
 from manifold_flows.objectives import PPD, MoserFlow, ppd_residual
+from manifolds import Euclidean, FlatTorus, ProductManifold, Sphere
 
 F64 = torch.float64
 

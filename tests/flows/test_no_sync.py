@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import trimesh
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import trimesh
-
-from manifolds import FlatTorus, ImplicitSurface, Mesh, ProductManifold, SpectralDistance, Sphere
 from manifold_flows.config import METHOD_DEFAULTS
 from manifold_flows.likelihood import log_likelihood, sample
 from manifold_flows.nets import EMA, VectorField
 from manifold_flows.objectives import PPD, RFM, MoserFlow
 from manifold_flows.paths import PremetricPath
+from manifolds import FlatTorus, ImplicitSurface, Mesh, ProductManifold, SpectralDistance, Sphere
 
 SYNCING = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "is_nonzero", "equal", "item")
 """Operations whose result needs the tensor's values on the host."""

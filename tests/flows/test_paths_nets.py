@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from manifolds import Euclidean, FlatTorus, Manifold, ProductManifold, Sphere
 from manifold_flows.coupling import ot_pairing
 from manifold_flows.nets import EMA, VectorField
 from manifold_flows.objectives import RFM
 from manifold_flows.paths import GeodesicPath
+from manifolds import Euclidean, FlatTorus, Manifold, ProductManifold, Sphere
 
 MANIFOLDS = [Sphere(2), Sphere(3), FlatTorus(2), Euclidean(2), ProductManifold(Sphere(2), FlatTorus(1))]
 

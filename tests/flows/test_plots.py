@@ -11,10 +11,10 @@ import torch
 from matplotlib import image as mpimg
 from matplotlib.colors import rgb_to_hsv
 
-from manifolds import FlatTorus, ImplicitSurface, Mesh, Sphere
 from manifold_flows.datasets.mesh import MESHES
 from manifold_flows.plots import plot_model, sphere_map, torus_heatmap
 from manifold_flows.surface_plot import surface_density
+from manifolds import FlatTorus, ImplicitSurface, Mesh, Sphere
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from manifolds import FlatTorus, Sphere
 from manifold_flows.config import METHOD_DEFAULTS
 from manifold_flows.nets import ACTIVATIONS, VectorField
 from manifold_flows.objectives import PPD, RFM, MoserFlow
+from manifolds import FlatTorus, Sphere
 
 
 class SubnormalWatch(TorchDispatchMode):

@@ -7,8 +7,7 @@ import pytest
 import torch
 from scipy.stats import ks_2samp
 
-from manifolds import Hyperboloid, PoincareBall
-from manifolds import _hyperbolic_math as hm
+from manifolds import Hyperboloid, PoincareBall, _hyperbolic_math as hm
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 CURVATURES = pytest.mark.parametrize("c", [1.0, 0.5, 2.0])

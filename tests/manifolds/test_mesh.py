@@ -1,6 +1,5 @@
 """Mesh: exact closest points, tangent projection, area-uniform sampling, repairs and errors, eigenpairs, spectral distances."""
 
-import math
 
 import numpy as np
 import pytest

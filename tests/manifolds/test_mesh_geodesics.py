@@ -1,6 +1,5 @@
 """Mesh geodesics: exp, log and distance against great circles on an icosphere, identities, an open mesh."""
 
-import math
 
 import numpy as np
 import pytest
