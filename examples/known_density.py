@@ -1,6 +1,6 @@
 """Fit a synthetic target with a known density and report how far the model is from the truth.
 
-    python examples/known_density.py [--target vmf_mixture_s2|wrapped_normal_t2|checkerboard_s2|checkerboard_t2]
+python examples/known_density.py [--target vmf_mixture_s2|wrapped_normal_t2|checkerboard_s2|checkerboard_t2]
 """
 
 import argparse

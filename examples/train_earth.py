@@ -1,6 +1,6 @@
 """Train Riemannian Flow Matching on an earth data set from Python and map the learned density.
 
-    python examples/train_earth.py [--data volcano|earthquake|flood|PATH.csv] [--steps 2000]
+python examples/train_earth.py [--data volcano|earthquake|flood|PATH.csv] [--steps 2000]
 """
 
 import argparse

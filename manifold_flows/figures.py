@@ -1,5 +1,6 @@
 """Figures on SO(3) (rotation axis and angle), hyperbolic space (the Poincare disk), SPD(2) (its three coordinates)
-and high-dimensional tori (pairwise marginals); matplotlib only, offline."""
+and high-dimensional tori (pairwise marginals); matplotlib only, offline.
+"""
 
 from __future__ import annotations
 

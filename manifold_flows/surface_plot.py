@@ -100,7 +100,8 @@ def _display_mesh(manifold: Manifold) -> Optional[Tuple[np.ndarray, np.ndarray]]
 def _density_at(log_prob: LogProb, manifold: Manifold, x: torch.Tensor, max_evals: int,
                 chunk: int = 1000) -> np.ndarray:
     """``exp(log_prob)`` at the projections of ``x [m, 3]``: evaluated at ``max_evals`` of them at most
-    (a seeded random subset) and copied from the nearest evaluated point to the others."""
+    (a seeded random subset) and copied from the nearest evaluated point to the others.
+    """
     with torch.no_grad():
         q = manifold.projx_checked(x.to(getattr(manifold, "work_device", x.device))).to(x.device)
         q = torch.where(torch.isfinite(q).all(-1, keepdim=True), q, x)
@@ -241,7 +242,8 @@ def _scene(manifold: Manifold, perm: List[int]) -> _Scene:
 
 def _colour_scale(density: np.ndarray):
     """Colours ``[m, 4]`` of the densities on a scale from 0 to their 99.5th percentile, the norm, and
-    whether values beyond it exist (the colorbar's arrow)."""
+    whether values beyond it exist (the colorbar's arrow).
+    """
     import matplotlib
     from matplotlib.colors import Normalize
 

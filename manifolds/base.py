@@ -144,7 +144,8 @@ class Manifold(geoopt.Manifold):
         """:meth:`projx` for points entering a program (data files, user input): the input is checked, and
         manifolds whose projection branches on values (the closest-point search of meshes, the Newton
         iteration of implicit surfaces) settle every point, reading the device where they must, or
-        raise. :meth:`projx` itself reads nothing on the host, for hot loops."""
+        raise. :meth:`projx` itself reads nothing on the host, for hot loops.
+        """
         reason = self._check_tensor(x, "x")
         if reason is not None:
             raise ValueError(f"{self}: {reason}")
@@ -345,7 +346,7 @@ class Manifold(geoopt.Manifold):
         return None
 
     def _check_shape(self, shape: Tuple[int, ...], name: str):
-        """geoopt's shape hook: trailing dimension must equal ``ambient_dim``."""
+        """The geoopt shape hook: trailing dimension must equal ``ambient_dim``."""
         if len(shape) < 1 or shape[-1] != self.ambient_dim:
             return False, f"'{name}' has shape {tuple(shape)} but {self} needs a trailing dimension of {self.ambient_dim}"
         return True, None

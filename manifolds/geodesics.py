@@ -89,7 +89,8 @@ class MeshGeodesics:
     # ------------------------------------------------------------------ exp
     def trace(self, face: np.ndarray, bary: np.ndarray, u: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """End points ``[N, 3]`` of the straightest geodesics from ``(face, bary)`` along ``u [N, 3]`` for length ``|u|``,
-        and the unit tangent there ``[N, 3]`` (zero where ``u`` is zero)."""
+        and the unit tangent there ``[N, 3]`` (zero where ``u`` is zero).
+        """
         n = len(face)
         ends = np.einsum("nk,nkd->nd", bary, self.V[self.F[face]])
         tangent = np.zeros((n, 3))

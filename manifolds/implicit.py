@@ -296,7 +296,8 @@ class ImplicitSurface(AmbientMetric, Manifold):
 
     def projx_checked(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`projx` for points entering a program: Newton steps until every point has converged,
-        ``RuntimeError`` where one does not (reads the device); non-finite inputs are an error."""
+        ``RuntimeError`` where one does not (reads the device); non-finite inputs are an error.
+        """
         reason = self._check_tensor(x, "x")
         if reason is not None:
             raise ValueError(f"{self}: {reason}")

@@ -1,5 +1,6 @@
 """Level-set functions of the named implicit surfaces (sphere, ellipsoid, torus) with gradients and exact samplers,
-and the checks of the numbers that define a surface."""
+and the checks of the numbers that define a surface.
+"""
 
 from __future__ import annotations
 

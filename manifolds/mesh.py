@@ -310,7 +310,8 @@ class Mesh(GeometryBuffers, Manifold):
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Tangent vector at ``x`` along the shortest geodesic to ``y``, with its length: vector heat log maps
-        from the corners of ``x``'s face, interpolated (see :mod:`manifolds.geodesics`). Not differentiable."""
+        from the corners of ``x``'s face, interpolated (see :mod:`manifolds.geodesics`). Not differentiable.
+        """
         return geo.heat_logmap(self, x, y)
 
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
@@ -335,7 +336,8 @@ class Mesh(GeometryBuffers, Manifold):
     def sample_faces(self, face: torch.Tensor, generator: Optional[torch.Generator] = None,
                      dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """A uniform point in each of the given faces ``[N] -> [N, 3]``: barycentric coordinates
-        ``(1 - sqrt(r1), sqrt(r1)(1 - r2), sqrt(r1) r2)``."""
+        ``(1 - sqrt(r1), sqrt(r1)(1 - r2), sqrt(r1) r2)``.
+        """
         dtype = dtype or torch.get_default_dtype()
         d = self._data(dtype, face.device)
         r = torch.rand(2, face.shape[0], dtype=dtype, device=face.device, generator=generator)
@@ -345,7 +347,8 @@ class Mesh(GeometryBuffers, Manifold):
 
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Area-uniform samples ``[*shape, 3]``: a face with probability proportional to its area (inverse CDF,
-        no host synchronisation), then a uniform point in it (:meth:`sample_faces`)."""
+        no host synchronisation), then a uniform point in it (:meth:`sample_faces`).
+        """
         shape = batch_shape(shape)
         n = math.prod(shape)
         dtype = dtype or torch.get_default_dtype()
@@ -361,7 +364,8 @@ class Mesh(GeometryBuffers, Manifold):
 
     def interpolate(self, x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Linear interpolation of vertex values ``[n_vertices, ...]`` at points ``x [..., 3]`` -> ``[..., ...]``
-        (differentiable in ``x`` inside faces)."""
+        (differentiable in ``x`` inside faces).
+        """
         if values.shape[0] != self.n_vertices:
             raise ValueError(f"values need one row per vertex ({self.n_vertices}), got shape {tuple(values.shape)}")
         face, bary = self.barycentric(x)
@@ -376,7 +380,8 @@ class Mesh(GeometryBuffers, Manifold):
 
     def eigenpairs(self, k: int, *, cache: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """The ``k`` smallest non-constant Laplace-Beltrami eigenpairs ``(values [k], vectors [n_vertices, k])``,
-        cached on disk (see :func:`manifolds.spectral.eigenpairs`)."""
+        cached on disk (see :func:`manifolds.spectral.eigenpairs`).
+        """
         return spectral.eigenpairs(self, k, cache=cache)
 
     # ------------------------------------------------------------------ identity and validation

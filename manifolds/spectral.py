@@ -76,7 +76,8 @@ def voronoi_mass(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 def _sign_convention(vecs: np.ndarray, mass: np.ndarray) -> np.ndarray:
     """Flip eigenvectors so that ``sum_i m_i phi_i^3 > 0`` (positive skew); vectors whose skew vanishes
-    to rounding get a positive entry of largest magnitude instead."""
+    to rounding get a positive entry of largest magnitude instead.
+    """
     skew = (mass[:, None] * vecs**3).sum(0)
     scale = (mass[:, None] * np.abs(vecs) ** 3).sum(0)
     sign = np.sign(skew)

@@ -80,7 +80,8 @@ def _max_radius(m: Manifold) -> float:
 
 def _geodesic_tol(m: Manifold, dtype: torch.dtype) -> float:
     """Tolerance of exp/log identities: the dtype's, or the manifold's ``geodesic_atol`` where its
-    geodesics are approximate (meshes: heat-method log maps)."""
+    geodesics are approximate (meshes: heat-method log maps).
+    """
     return max(10 * tolerance(dtype), float(getattr(m, "geodesic_atol", 0.0)))
 
 
@@ -128,7 +129,7 @@ def base_samples_are_valid(m: Manifold, dtype: torch.dtype, seed: int) -> None:
 
 @_property
 def projx_is_idempotent(m: Manifold, dtype: torch.dtype, seed: int) -> None:
-    """projx maps ambient points onto the manifold, fixes points already on it, and is idempotent."""
+    """``projx`` maps ambient points onto the manifold, fixes points already on it, and is idempotent."""
     x = _points(m, 256, dtype, seed)
     z = x + 0.3 * torch.randn(x.shape, dtype=dtype, generator=_gen(seed + 7))
     p = m.projx(z)
@@ -140,7 +141,7 @@ def projx_is_idempotent(m: Manifold, dtype: torch.dtype, seed: int) -> None:
 
 @_property
 def proju_is_tangent_and_idempotent(m: Manifold, dtype: torch.dtype, seed: int) -> None:
-    """proju returns tangent vectors and leaves them unchanged."""
+    """``proju`` returns tangent vectors and leaves them unchanged."""
     x = _points(m, 256, dtype, seed)
     v = _tangent(m, x, seed)
     ok, reason = m.check_vector(x, v)
@@ -464,7 +465,7 @@ def checks_reject_bad_input(m: Manifold, dtype: torch.dtype, seed: int) -> None:
 
 @_property
 def riemannian_adam_converges(m: Manifold, dtype: torch.dtype, seed: int) -> None:
-    """geoopt's RiemannianAdam on a ManifoldParameter minimises dist^2 to a target and stays on M."""
+    """The geoopt RiemannianAdam on a ManifoldParameter minimises dist^2 to a target and stays on M."""
     target = _points(m, 8, dtype, seed)
     r = torch.full(target.shape[:-1], min(1.0, 0.5 * m.injectivity_radius), dtype=dtype)
     start = m.expmap(target, _tangent_with_norm(m, target, r, seed))

@@ -95,7 +95,7 @@ def test_cli_geodesic_paths_on_a_mesh(tmp_path):
 
 
 def test_moser_mass_is_one_on_the_mesh(bunny):
-    """mu = nu - div u integrates to 1 on the mesh for an untrained field with large divergence."""
+    """``mu = nu - div u`` integrates to 1 on the mesh for an untrained field with large divergence."""
     torch.manual_seed(0)
     net = VectorField(bunny, 32, 2, activation="tanh", time_dependent=False).double()
     with torch.no_grad():

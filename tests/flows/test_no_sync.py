@@ -151,7 +151,8 @@ def _steps(objective, net, data, n_steps):
 @pytest.mark.parametrize("name", sorted(SURFACES))
 def test_surface_training_solves_and_sampling_do_not_sync(name):
     """Meshes and implicit surfaces: Moser Flow steps (closed surfaces), RFM steps on a premetric path (meshes),
-    likelihoods and sampling read nothing on the host (their entry-point checks run before the watch)."""
+    likelihoods and sampling read nothing on the host (their entry-point checks run before the watch).
+    """
     manifold = SURFACES[name]()
     torch.manual_seed(0)
     data = manifold.random_base(128, generator=torch.Generator().manual_seed(1))

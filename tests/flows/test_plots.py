@@ -1,5 +1,6 @@
 """Figures render offline: the cartopy world map, the torus heatmap (network access blocked) and 3-D views of
-densities on surfaces (meshes, implicit surfaces)."""
+densities on surfaces (meshes, implicit surfaces).
+"""
 
 import math
 import socket

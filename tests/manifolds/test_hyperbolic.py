@@ -115,7 +115,7 @@ def test_lorentz_dist_is_accurate_in_float32():
 
 @pytest.mark.parametrize("d, c, sigma", [(2, 1.0, 1.0), (3, 0.5, 1.3), (4, 2.0, 0.7)])
 def test_wrapped_normal_density_matches_an_autograd_jacobian(d, c, sigma):
-    """log p = log N(v) - log|det dx/dv| - log(volume density of the chart), from the sampling maps."""
+    """``log p = log N(v) - log|det dx/dv| - log(volume density of the chart)``, from the sampling maps."""
     ball, hyp = PoincareBall(d, c=c, sigma=sigma), Hyperboloid(d, c=c, sigma=sigma)
     sc = math.sqrt(c)
     v = 1.5 * sigma * torch.randn(12, d, dtype=F64, generator=gen(14))

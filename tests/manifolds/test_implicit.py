@@ -217,7 +217,7 @@ def test_divergence_on_the_implicit_sphere_equals_the_round_sphere(shapes):
 
 
 def test_divergence_on_the_torus_matches_angle_coordinates(shapes):
-    """div W = (1/sqrt g) d_i(sqrt g W^i) in (theta, phi), with W^i = <V, X_i> / g_ii (normal part drops out)."""
+    """``div W = (1/sqrt g) d_i(sqrt g W^i)`` in (theta, phi), with ``W^i = <V, X_i> / g_ii`` (normal part drops out)."""
     m = shapes["torus"]
     g = _gen(17)
     theta = (2 * math.pi * torch.rand(300, dtype=F64, generator=g)).requires_grad_(True)

@@ -17,7 +17,7 @@ def gen(seed):
 
 
 def test_log_volume_factor_closed_forms():
-    """log sqrt(det g) on the tangent space relative to the Euclidean surface measure."""
+    """``log sqrt(det g)`` on the tangent space relative to the Euclidean surface measure."""
     ball = PoincareBall(3, c=0.5)
     x = ball.random_base(20, dtype=F64, generator=gen(0))
     assert torch.allclose(_log_volume_factor(ball, x), 3 * torch.log(2 / (1 - 0.5 * (x * x).sum(-1))))
@@ -83,7 +83,8 @@ def test_properties_catch_wrong_densities(broken, prop):
 
 def test_exponential_chart_is_skipped_where_it_cannot_cover():
     """A flat torus declared non-ambient: the ball of radius pi misses the corners of [-pi, pi]^2, so
-    the chart integral would be pi^3 / (2 pi)^2 ~ 0.79; the property must skip, not fail."""
+    the chart integral would be pi^3 / (2 pi)^2 ~ 0.79; the property must skip, not fail.
+    """
 
     class Torus(FlatTorus):
         ambient_metric = False

@@ -24,7 +24,7 @@ def mat(x):
 
 
 def rot(x):
-    """scipy Rotations of flattened matrices (computed in float64)."""
+    """SciPy ``Rotation``s of flattened matrices (computed in float64)."""
     return Rotation.from_matrix(mat(x).double().numpy())
 
 
@@ -127,7 +127,8 @@ def test_zero_and_identity_are_exact_with_finite_gradients(dtype):
 
 def test_transp_matches_transport_by_small_projections():
     """The metric is half the Frobenius one, so its Levi-Civita transport is the embedded one: the limit
-    of projecting onto the tangent space at many points along the geodesic (first order; extrapolated)."""
+    of projecting onto the tangent space at many points along the geodesic (first order; extrapolated).
+    """
     m = SO3()
     f64 = torch.float64
     x = m.random_base(8, dtype=f64, generator=gen(11))

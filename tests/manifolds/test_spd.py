@@ -96,7 +96,7 @@ def test_gradcheck_at_exactly_repeated_eigenvalues():
 
 @pytest.mark.parametrize("n, sigma", [(2, 1.0), (3, 1.0), (3, 0.6)])
 def test_base_logprob_matches_a_finite_difference_jacobian(n, sigma):
-    """log p(expm(S)) = log N(S) - log J(S), with J from central differences of scipy's expm at I."""
+    """``log p(expm(S)) = log N(S) - log J(S)``, with J from central differences of scipy's expm at I."""
     m = SPD(n, sigma=sigma)
     dim = n * (n + 1) // 2
     basis = []
