@@ -39,8 +39,9 @@ def mesh_names() -> list:
 
 
 def load_mesh(name_or_path: PathLike, scale: Optional[str] = None) -> Mesh:
-    """A mesh by name (:func:`mesh_names`: the bundled bunny, :data:`REFINED`, :data:`mesh_shapes.BUILT`) or any file
-    trimesh reads.
+    """A mesh by name or from any file trimesh reads.
+
+    Names are those of :func:`mesh_names`: the bundled bunny, :data:`REFINED` and :data:`mesh_shapes.BUILT`.
 
     Args:
         name_or_path: ``"bunny"``, another name, or a path (OBJ, PLY, OFF, STL, ...).
@@ -105,6 +106,7 @@ class MeshDensity(SyntheticTarget):
         self.register_buffer("face_prob", c * areas / z)
 
     def extra_repr(self) -> str:
+        """The density's name and its mesh, for ``repr``."""
         return f"{self.name!r} on {self.manifold.label}"
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

@@ -341,8 +341,10 @@ def wrapped_normal_so3() -> WrappedNormalSO3:
 
 
 def wrapped_normal_spd2() -> WrappedNormalSPD:
-    """Three log-normals on SPD(2): means ``[[2, 0.5], [0.5, 1]]``, ``0.5 I`` and ``[[1, -0.6], [-0.6, 3]]``;
-    scales 0.3, 0.4, 0.25; weights 0.4, 0.3, 0.3.
+    """Three log-normals on SPD(2).
+
+    Means ``[[2, 0.5], [0.5, 1]]``, ``0.5 I`` and ``[[1, -0.6], [-0.6, 3]]``; scales 0.3, 0.4, 0.25;
+    weights 0.4, 0.3, 0.3.
     """
     means = [[[2.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 0.5]], [[1.0, -0.6], [-0.6, 3.0]]]
     return WrappedNormalSPD(2, means, stds=[0.3, 0.4, 0.25], weights=[0.4, 0.3, 0.3])
@@ -364,8 +366,10 @@ def _disk_means() -> torch.Tensor:
 
 
 def wrapped_normal_poincare2() -> WrappedNormalHyperbolic:
-    """Four wrapped normals on the Poincare disk (c = 1): means at distances 1.0, 1.2, 1.6, 1.4 from the origin
-    (angles 0.3, 2.0, 3.6, 5.0 rad), stds 0.3, 0.4, 0.5, 0.35, weights 0.3, 0.2, 0.2, 0.3.
+    """Four wrapped normals on the Poincare disk (c = 1).
+
+    Means at distances 1.0, 1.2, 1.6, 1.4 from the origin (angles 0.3, 2.0, 3.6, 5.0 rad), stds 0.3, 0.4, 0.5, 0.35,
+    weights 0.3, 0.2, 0.2, 0.3.
     """
     return WrappedNormalHyperbolic(PoincareBall(2), _disk_means(), stds=[0.3, 0.4, 0.5, 0.35],
                                    weights=[0.3, 0.2, 0.2, 0.3])

@@ -24,8 +24,10 @@ def load_data(cfg: TrainConfig) -> Dict[str, Any]:
 
 
 def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[ConditionalPath]:
-    """The conditional path RFM uses: ``None`` for closed-form geodesics; on meshes a bank of traced geodesics
-    (``geodesic``) or a simulated spectral-premetric path (``biharmonic``, ``diffusion``).
+    """The conditional path RFM uses.
+
+    ``None`` for closed-form geodesics; on meshes a bank of traced geodesics (``geodesic``) or a simulated
+    spectral-premetric path (``biharmonic``, ``diffusion``).
     """
     kind = cfg.path
     if kind is None:

@@ -170,6 +170,11 @@ class RunLock:
         self._fd: Optional[int] = None
 
     def acquire(self) -> "RunLock":
+        """Take the lock (non-blocking) and write this process's id into the lock file.
+
+        Raises:
+            CheckpointError: another process holds the lock.
+        """
         import fcntl
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -186,6 +191,7 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Release the lock if this object holds it."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

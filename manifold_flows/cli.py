@@ -45,6 +45,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``manifold-flows train``: train a model from the command-line configuration; returns the exit code."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -79,6 +80,7 @@ def _solver_options(args: argparse.Namespace, cfg: TrainConfig) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``manifold-flows evaluate``: print a checkpoint's metrics on one split as JSON; returns the exit code."""
     cfg, data, objective, note = load_run(args.checkpoint, device=args.device, allow_data_change=args.allow_data_change)
     _solver_options(args, cfg)
     x = data[args.split].to(device=args.device, dtype=DTYPES[cfg.dtype])
@@ -101,6 +103,7 @@ def _sample_target(out: str) -> Path:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """``manifold-flows sample``: draw samples from a checkpoint and write them to ``--out``; returns the exit code."""
     out = _sample_target(args.out)
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
@@ -147,6 +150,7 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The command-line parser with the ``train``, ``evaluate`` and ``sample`` sub-commands."""
     parser = argparse.ArgumentParser(prog="manifold-flows", description="Generative models on Riemannian manifolds.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model; writes checkpoints, metrics.json and a figure to --out")
@@ -171,6 +175,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point: run the sub-command and return the exit code (2 on errors, 130 if interrupted)."""
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,5 +1,7 @@
-"""Figures on SO(3) (rotation axis and angle), hyperbolic space (the Poincare disk), SPD(2) (its three coordinates)
-and high-dimensional tori (pairwise marginals); matplotlib only, offline.
+"""Figures on SO(3), hyperbolic space, SPD(2) and high-dimensional tori; matplotlib only, offline.
+
+SO(3): rotation axis and angle; hyperbolic space: the Poincare disk; SPD(2): its three coordinates;
+high-dimensional tori: pairwise marginals.
 """
 
 from __future__ import annotations

@@ -147,4 +147,5 @@ class GeodesicBank(ConditionalPath):
         return PathSample(x0=self.x0[i], x1=self.x1[i], t=self.t[i], xt=self.xt[i], ut=self.ut[i])
 
     def extra_repr(self) -> str:
+        """The bank's sizes and refresh interval, for ``repr``."""
         return f"pairs={self.n_pairs}, states={self.states}, sources={self.sources}, refresh={self.refresh}"

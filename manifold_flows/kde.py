@@ -229,6 +229,7 @@ class KernelDensityPath(nn.Module):
         self.uniform = float(uniform)
 
     def extra_repr(self) -> str:
+        """Number of centres, ``kappa1`` and the uniform weight, for ``repr``."""
         return f"N={self.centres.shape[0]}, kappa1={self.kappa1:.4g}, uniform={self.uniform:g}"
 
     def kappa(self, t: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ class TailClamped(nn.Module):
         return self.act(torch.clamp(z, min=self.lower, max=self.upper))
 
     def extra_repr(self) -> str:
+        """The clamp bounds, for ``repr``."""
         return f"lower={self.lower}, upper={self.upper}"
 
 
@@ -68,6 +69,7 @@ class Gated(nn.Module):
         return z * g
 
     def extra_repr(self) -> str:
+        """The gate and the clamp bound, for ``repr``."""
         return f"gate={self.gate}, tail={self.tail}"
 
 

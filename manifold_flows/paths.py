@@ -119,8 +119,9 @@ class PremetricPath(ConditionalPath):
     @torch.no_grad()
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
                generator: Optional[torch.Generator] = None) -> PathSample:
-        """Paths from ``x0 [n, 3]`` to ``x1 [n, 3]`` with time offsets ``t [n]`` in ``[0, 1)``: every Euler state,
-        flattened to ``steps * n`` targets (state ``j`` of every path first).
+        """Paths from ``x0 [n, 3]`` to ``x1 [n, 3]`` with time offsets ``t [n]`` in ``[0, 1)``: every Euler state.
+
+        The states are flattened to ``steps * n`` targets (state ``j`` of every path first).
         """
         target, _ = self.distance.embed(x1)
         s = self.steps

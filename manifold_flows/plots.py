@@ -1,5 +1,7 @@
-"""Figures of a trained model: a world map of the density on S^2 (offline cartopy), a heatmap on the flat
-torus T^2, and 3-D renderings on surfaces (:mod:`manifold_flows.surface_plot`).
+"""Figures of a trained model: density maps on S^2 and T^2, and 3-D renderings on surfaces.
+
+A world map of the density on S^2 (offline cartopy), a heatmap on the flat torus T^2, and 3-D renderings on
+surfaces (:mod:`manifold_flows.surface_plot`).
 """
 
 from __future__ import annotations
@@ -116,10 +118,11 @@ def torus_heatmap(
 # ---------------------------------------------------------------------------------------- surfaces
 def plot_model(objective, net, points: torch.Tensor, path: Path, *, cfg=None, n_samples: int = 2000,
                max_faces: int = 6000) -> Optional[Path]:
-    """The figure that suits the model's manifold: the S^2 map, the T^2 heatmap or 3-D views of a surface
-    (:class:`~manifolds.Mesh`, :class:`~manifolds.ImplicitSurface`; at most ``max_faces`` likelihoods and
-    2000 samples); the views of :mod:`manifold_flows.figures` on SO(3), hyperbolic space, SPD(2) and T^d
-    (d > 2); None for other manifolds.
+    """The figure that suits the model's manifold, or None for manifolds without one.
+
+    The S^2 map, the T^2 heatmap or 3-D views of a surface (:class:`~manifolds.Mesh`,
+    :class:`~manifolds.ImplicitSurface`; at most ``max_faces`` likelihoods and 2000 samples); the views of
+    :mod:`manifold_flows.figures` on SO(3), hyperbolic space, SPD(2) and T^d (d > 2); None for other manifolds.
     """
     m: Manifold = objective.manifold
     p = next(net.parameters())

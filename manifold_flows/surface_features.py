@@ -49,4 +49,5 @@ class SpectralFeatures(nn.Module):
         return new
 
     def extra_repr(self) -> str:
+        """The number of features, for ``repr``."""
         return f"k={self.out_dim}"

@@ -99,8 +99,10 @@ def _display_mesh(manifold: Manifold) -> Optional[Tuple[np.ndarray, np.ndarray]]
 
 def _density_at(log_prob: LogProb, manifold: Manifold, x: torch.Tensor, max_evals: int,
                 chunk: int = 1000) -> np.ndarray:
-    """``exp(log_prob)`` at the projections of ``x [m, 3]``: evaluated at ``max_evals`` of them at most
-    (a seeded random subset) and copied from the nearest evaluated point to the others.
+    """``exp(log_prob)`` at the projections of ``x [m, 3]``.
+
+    It is evaluated at ``max_evals`` of them at most (a seeded random subset) and copied from the nearest evaluated
+    point to the others.
     """
     with torch.no_grad():
         q = manifold.projx_checked(x.to(getattr(manifold, "work_device", x.device))).to(x.device)
@@ -241,8 +243,9 @@ def _scene(manifold: Manifold, perm: List[int]) -> _Scene:
 
 
 def _colour_scale(density: np.ndarray):
-    """Colours ``[m, 4]`` of the densities on a scale from 0 to their 99.5th percentile, the norm, and
-    whether values beyond it exist (the colorbar's arrow).
+    """Colours ``[m, 4]`` of the densities, the norm, and whether values beyond it exist (the colorbar's arrow).
+
+    The scale runs from 0 to the densities' 99.5th percentile.
     """
     import matplotlib
     from matplotlib.colors import Normalize

@@ -141,10 +141,11 @@ class Manifold(geoopt.Manifold):
         """Map ambient coordinates ``[..., ambient_dim]`` to the closest point on the manifold."""
 
     def projx_checked(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`projx` for points entering a program (data files, user input): the input is checked, and
-        manifolds whose projection branches on values (the closest-point search of meshes, the Newton
-        iteration of implicit surfaces) settle every point, reading the device where they must, or
-        raise. :meth:`projx` itself reads nothing on the host, for hot loops.
+        """:meth:`projx` for points entering a program (data files, user input).
+
+        The input is checked, and manifolds whose projection branches on values (the closest-point search of meshes, the
+        Newton iteration of implicit surfaces) settle every point, reading the device where they must, or raise.
+        :meth:`projx` itself reads nothing on the host, for hot loops.
         """
         reason = self._check_tensor(x, "x")
         if reason is not None:
@@ -405,12 +406,21 @@ class Manifold(geoopt.Manifold):
 
     # geoopt's own entry points, routed through the checks above
     def check_point_on_manifold(self, x: torch.Tensor, *, explain: bool = False, atol: float = 1e-5, rtol: float = 1e-5):
+        """The geoopt point check, routed through :meth:`check_point` (``rtol`` is ignored).
+
+        Returns ``ok``, or ``(ok, reason)`` with ``explain=True``.
+        """
         ok, reason = self.check_point(x, atol=atol)
         return (ok, reason) if explain else ok
 
     def check_vector_on_tangent(
         self, x: torch.Tensor, u: torch.Tensor, *, explain: bool = False, ok_point: bool = False, atol=1e-5, rtol=1e-5
     ):
+        """The geoopt tangent-vector check, routed through :meth:`check_point` and :meth:`check_vector`.
+
+        ``ok_point=True`` skips the point check and ``rtol`` is ignored. Returns ``ok``, or ``(ok, reason)`` with
+        ``explain=True``.
+        """
         if not ok_point:
             ok, reason = self.check_point(x, atol=atol)
             if not ok:
@@ -437,6 +447,7 @@ class Manifold(geoopt.Manifold):
         return False, f"{n_bad} point(s) {what}; worst error {worst:.3g} at index {idx} (tolerance {float(torch.as_tensor(limit).max()):.1g})"
 
     def extra_repr(self) -> str:
+        """The intrinsic dimension, for ``repr``."""
         return f"dim={self.dim}"
 
     def __repr__(self) -> str:

@@ -88,8 +88,9 @@ class MeshGeodesics:
 
     # ------------------------------------------------------------------ exp
     def trace(self, face: np.ndarray, bary: np.ndarray, u: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """End points ``[N, 3]`` of the straightest geodesics from ``(face, bary)`` along ``u [N, 3]`` for length ``|u|``,
-        and the unit tangent there ``[N, 3]`` (zero where ``u`` is zero).
+        """End points ``[N, 3]`` of the straightest geodesics from ``(face, bary)`` along ``u [N, 3]``.
+
+        The geodesics have length ``|u|``; also returns the unit tangent there ``[N, 3]`` (zero where ``u`` is zero).
         """
         n = len(face)
         ends = np.einsum("nk,nkd->nd", bary, self.V[self.F[face]])

@@ -295,8 +295,9 @@ class ImplicitSurface(AmbientMetric, Manifold):
         return self._straight_through(x, self.foot.fixed)
 
     def projx_checked(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`projx` for points entering a program: Newton steps until every point has converged,
-        ``RuntimeError`` where one does not (reads the device); non-finite inputs are an error.
+        """:meth:`projx` for points entering a program: Newton steps until every point has converged.
+
+        Raises ``RuntimeError`` where one does not (reads the device); non-finite inputs are an error.
         """
         reason = self._check_tensor(x, "x")
         if reason is not None:
@@ -321,11 +322,21 @@ class ImplicitSurface(AmbientMetric, Manifold):
 
     # ------------------------------------------------------------------ maps without closed form
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Not available: an implicit surface has no closed-form exponential map (use :meth:`retr`).
+
+        Raises:
+            NotImplementedError: always.
+        """
         raise NotImplementedError(
             f"{self}: an implicit surface has no closed-form exponential map; use retr(x, u) = projx(x + u)"
         )
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Not available: an implicit surface has no closed-form logarithm map (move with :meth:`retr`).
+
+        Raises:
+            NotImplementedError: always.
+        """
         raise NotImplementedError(
             f"{self}: an implicit surface has no closed-form logarithm map (and hence no closed-form "
             "geodesic distance); move along the surface with retr(x, u) = projx(x + u)"
@@ -394,6 +405,7 @@ class ImplicitSurface(AmbientMetric, Manifold):
         return self._tolerance_report(err, limit, "are not tangent (|<n(x), u>| too large)")
 
     def extra_repr(self) -> str:
+        """The surface's name and area (with the standard error of an estimated area), for ``repr``."""
         area = f"area={self.area:.6g}"
         if self.area_std_error:
             area += f" (estimated, rel. std. error {self.area_std_error:.1g})"

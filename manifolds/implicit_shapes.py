@@ -1,5 +1,6 @@
-"""Level-set functions of the named implicit surfaces (sphere, ellipsoid, torus) with gradients and exact samplers,
-and the checks of the numbers that define a surface.
+"""Level-set functions of the named implicit surfaces (sphere, ellipsoid, torus).
+
+With their gradients and exact samplers, and the checks of the numbers that define a surface.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ class SphereDistance:
         return x - x.new_tensor(self.center)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Signed distance ``[...]`` of points ``x [..., 3]`` to the sphere."""
         return norm(self._offset(x)) - self.radius
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Gradient ``[..., 3]`` of the signed distance at ``x [..., 3]``."""
         d = self._offset(x)
         return d / norm(d, keepdim=True)
 
@@ -54,9 +57,11 @@ class EllipsoidLevel:
         return torch.stack([x[..., 0] / a, x[..., 1] / b, x[..., 2] / c], -1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Level-set value ``[...]`` at points ``x [..., 3]`` (zero on the ellipsoid)."""
         return norm(self._scaled(x)) - 1.0
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Gradient ``[..., 3]`` of the level-set function at ``x [..., 3]``."""
         q = self._scaled(x)
         a, b, c = self.axes
         w = torch.stack([q[..., 0] / a, q[..., 1] / b, q[..., 2] / c], -1)
@@ -81,9 +86,11 @@ class TorusDistance:
         return rho, a, d
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Signed distance ``[...]`` of points ``x [..., 3]`` to the torus."""
         return self._parts(x)[2] - self.r
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Gradient ``[..., 3]`` of the signed distance at ``x [..., 3]``."""
         rho, a, d = self._parts(x)
         radial = a / d / rho
         return torch.stack([radial * x[..., 0], radial * x[..., 1], x[..., 2] / d], -1)

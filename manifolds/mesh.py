@@ -125,6 +125,7 @@ class Mesh(GeometryBuffers, Manifold):
         return d
 
     def moved(self) -> None:
+        """Forget the remembered :meth:`projx` outputs: their faces were found on the old device."""
         self._memo = []
 
     @property
@@ -309,8 +310,10 @@ class Mesh(GeometryBuffers, Manifold):
         return self.geodesic(x, u, torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device))[0]
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Tangent vector at ``x`` along the shortest geodesic to ``y``, with its length: vector heat log maps
-        from the corners of ``x``'s face, interpolated (see :mod:`manifolds.geodesics`). Not differentiable.
+        """Tangent vector at ``x`` along the shortest geodesic to ``y``, with its length.
+
+        Vector heat log maps from the corners of ``x``'s face, interpolated (see :mod:`manifolds.geodesics`).
+        Not differentiable.
         """
         return geo.heat_logmap(self, x, y)
 
@@ -335,8 +338,9 @@ class Mesh(GeometryBuffers, Manifold):
 
     def sample_faces(self, face: torch.Tensor, generator: Optional[torch.Generator] = None,
                      dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """A uniform point in each of the given faces ``[N] -> [N, 3]``: barycentric coordinates
-        ``(1 - sqrt(r1), sqrt(r1)(1 - r2), sqrt(r1) r2)``.
+        """A uniform point in each of the given faces ``[N] -> [N, 3]``.
+
+        Barycentric coordinates ``(1 - sqrt(r1), sqrt(r1)(1 - r2), sqrt(r1) r2)``.
         """
         dtype = dtype or torch.get_default_dtype()
         d = self._data(dtype, face.device)
@@ -346,8 +350,10 @@ class Mesh(GeometryBuffers, Manifold):
         return (bary.unsqueeze(-1) * d["vertices"][d["faces"][face]]).sum(-2)
 
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
-        """Area-uniform samples ``[*shape, 3]``: a face with probability proportional to its area (inverse CDF,
-        no host synchronisation), then a uniform point in it (:meth:`sample_faces`).
+        """Area-uniform samples ``[*shape, 3]``.
+
+        A face with probability proportional to its area (inverse CDF, no host synchronisation), then a uniform point
+        in it (:meth:`sample_faces`).
         """
         shape = batch_shape(shape)
         n = math.prod(shape)
@@ -363,8 +369,9 @@ class Mesh(GeometryBuffers, Manifold):
         return torch.full(x.shape[:-1], -math.log(self.area), dtype=x.dtype, device=x.device)
 
     def interpolate(self, x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Linear interpolation of vertex values ``[n_vertices, ...]`` at points ``x [..., 3]`` -> ``[..., ...]``
-        (differentiable in ``x`` inside faces).
+        """Linear interpolation of vertex values ``[n_vertices, ...]`` at points ``x [..., 3]`` -> ``[..., ...]``.
+
+        Differentiable in ``x`` inside faces.
         """
         if values.shape[0] != self.n_vertices:
             raise ValueError(f"values need one row per vertex ({self.n_vertices}), got shape {tuple(values.shape)}")
@@ -379,8 +386,9 @@ class Mesh(GeometryBuffers, Manifold):
         return torch.as_tensor(face_gradient_basis(a.vertices, a.faces, a.normals, a.areas), dtype=dtype, device=device)
 
     def eigenpairs(self, k: int, *, cache: bool = True) -> Tuple[np.ndarray, np.ndarray]:
-        """The ``k`` smallest non-constant Laplace-Beltrami eigenpairs ``(values [k], vectors [n_vertices, k])``,
-        cached on disk (see :func:`manifolds.spectral.eigenpairs`).
+        """The ``k`` smallest non-constant Laplace-Beltrami eigenpairs ``(values [k], vectors [n_vertices, k])``.
+
+        Cached on disk (see :func:`manifolds.spectral.eigenpairs`).
         """
         return spectral.eigenpairs(self, k, cache=cache)
 
@@ -404,6 +412,7 @@ class Mesh(GeometryBuffers, Manifold):
         return self._tolerance_report(err, limit, "are not tangent to their face (|<n, u>| too large)")
 
     def extra_repr(self) -> str:
+        """The mesh's name, sizes and area, for ``repr``."""
         return f"{self.label!r}, vertices={self.n_vertices}, faces={self.n_faces}, area={self.area:.4g}"
 
     def __deepcopy__(self, memo):

@@ -66,4 +66,5 @@ class BoundaryCollar(GeometryBuffers, nn.Module):
         return s * s * (3.0 - 2.0 * s)
 
     def extra_repr(self) -> str:
+        """The number of boundary edges and the collar width, for ``repr``."""
         return f"edges={self.n_edges}, width={self.width:.4g}"

@@ -20,8 +20,9 @@ least this many rows, probe multiplier)``. Each re-searches the least certain ro
 
 
 def kd_groups(points: np.ndarray, size: int) -> List[np.ndarray]:
-    """Split the indices of ``points [n, 3]`` into groups of ``size`` (the last may be smaller) by recursive
-    median cuts along the longest side of the bounding box: compact groups with tight boxes.
+    """Split the indices of ``points [n, 3]`` into groups of ``size`` (the last may be smaller).
+
+    Recursive median cuts along the longest side of the bounding box give compact groups with tight boxes.
     """
     out: List[np.ndarray] = []
     stack = [np.arange(len(points))]
@@ -39,8 +40,10 @@ def kd_groups(points: np.ndarray, size: int) -> List[np.ndarray]:
 
 
 def face_table(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Packed ``[16, faces]`` float64 table: corner ``a``, edges ``e1 = b - a``, ``e2 = c - a``, their Gram
-    entries ``d00, d01, d11`` and the inverses ``1 / det``, ``1 / d00``, ``1 / d11``, ``1 / |c - b|^2``.
+    """Packed ``[16, faces]`` float64 table of the faces.
+
+    Corner ``a``, edges ``e1 = b - a``, ``e2 = c - a``, their Gram entries ``d00, d01, d11`` and the inverses
+    ``1 / det``, ``1 / d00``, ``1 / d11``, ``1 / |c - b|^2``.
     """
     a = vertices[faces[:, 0]]
     e1, e2 = vertices[faces[:, 1]] - a, vertices[faces[:, 2]] - a
@@ -92,8 +95,9 @@ def closest_on_faces(q: Tuple[torch.Tensor, torch.Tensor, torch.Tensor], fd: Lis
 
 
 def barycentric_in(x: torch.Tensor, fd: torch.Tensor) -> torch.Tensor:
-    """Barycentric coordinates ``[..., 3]`` of points ``x [..., 3]`` in the planes of the faces whose table
-    columns are ``fd [16, ...]``; differentiable in ``x``.
+    """Barycentric coordinates ``[..., 3]`` of points ``x [..., 3]`` in the planes of the given faces.
+
+    The faces' table columns are ``fd [16, ...]``; differentiable in ``x``.
     """
     w0, w1, w2 = x[..., 0] - fd[0], x[..., 1] - fd[1], x[..., 2] - fd[2]
     d20 = w0 * fd[3] + w1 * fd[4] + w2 * fd[5]
@@ -104,8 +108,9 @@ def barycentric_in(x: torch.Tensor, fd: torch.Tensor) -> torch.Tensor:
 
 
 def _first_closest(d2: torch.Tensor, faces: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The closest of the candidate ``faces [B, K]`` at squared distances ``d2 [B, K]``, ties going to the lowest
-    face index (a point on an edge gets the same face whatever the candidates), and its distance: ``[B], [B]``.
+    """The closest of the candidate ``faces [B, K]`` at squared distances ``d2 [B, K]``, and its distance.
+
+    Both are ``[B]``. Ties go to the lowest face index (a point on an edge gets the same face whatever the candidates).
     """
     d2min = d2.min(1).values
     return torch.where(d2 == d2min.unsqueeze(1), faces, torch.iinfo(faces.dtype).max).min(1).values, d2min
@@ -193,6 +198,7 @@ class ClosestPointIndex(GeometryBuffers, nn.Module):
         self.unresolved = torch.zeros((), dtype=torch.long)
 
     def moved(self) -> None:
+        """Move the :attr:`unresolved` counter to the device of the face table."""
         self.unresolved = self.unresolved.to(self.table.device)
 
     def _brute(self, q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -257,4 +263,5 @@ class ClosestPointIndex(GeometryBuffers, nn.Module):
         return face.reshape(shape), bary.reshape(shape + (3,)), point.reshape(shape + (3,))
 
     def extra_repr(self) -> str:
+        """The number of faces, the groups and the probe multiplier, for ``repr``."""
         return f"faces={self.n_faces}, groups={self.n_groups} x {self.group_size}, probe={self.probe}"

@@ -17,8 +17,9 @@ import numpy as np
 
 
 def edge_bisectors(faces: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """``[faces, 3, 3]``: for the edge opposite each corner, the unit bisector of the two faces' normals
-    (the face's own normal on a boundary edge).
+    """Unit bisectors ``[faces, 3, 3]`` of the two faces' normals at the edge opposite each corner.
+
+    On a boundary edge the bisector is the face's own normal.
 
     Args:
         faces: triangles ``[m, 3]``.

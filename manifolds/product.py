@@ -52,6 +52,7 @@ class ProductManifold(Manifold):
         return tuple(self.parts)
 
     def extra_repr(self) -> str:
+        """The factors, for ``repr``."""
         return ", ".join(repr(m) for m in self.factors)
 
     @property

@@ -141,6 +141,7 @@ class SO3(Manifold):
         self.ambient_dim = 9
 
     def extra_repr(self) -> str:
+        """Nothing: SO(3) has no parameters."""
         return ""
 
     @property

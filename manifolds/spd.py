@@ -61,6 +61,7 @@ class SPD(Manifold):
         self.ambient_dim = n * n
 
     def extra_repr(self) -> str:
+        """The matrix size and ``sigma`` (when not 1), for ``repr``."""
         return f"n={self.n}" + ("" if self.sigma == 1.0 else f", sigma={self.sigma}")
 
     # ------------------------------------------------------------------ helpers

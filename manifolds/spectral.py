@@ -75,8 +75,9 @@ def voronoi_mass(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def _sign_convention(vecs: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    """Flip eigenvectors so that ``sum_i m_i phi_i^3 > 0`` (positive skew); vectors whose skew vanishes
-    to rounding get a positive entry of largest magnitude instead.
+    """Flip eigenvectors so that ``sum_i m_i phi_i^3 > 0`` (positive skew).
+
+    Vectors whose skew vanishes to rounding get a positive entry of largest magnitude instead.
     """
     skew = (mass[:, None] * vecs**3).sum(0)
     scale = (mass[:, None] * np.abs(vecs) ** 3).sum(0)
@@ -244,6 +245,7 @@ class SpectralDistance(torch.nn.Module):
         return (diff * diff).sum(-1), grad
 
     def extra_repr(self) -> str:
+        """The kind of distance, the number of eigenpairs and ``tau`` (diffusion), for ``repr``."""
         tau = f", tau={self.tau:.4g}" if self.kind == "diffusion" else ""
         return f"{self.kind}, n_eigs={self.n_eigs}{tau}"
 

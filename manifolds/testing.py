@@ -79,8 +79,9 @@ def _max_radius(m: Manifold) -> float:
 
 
 def _geodesic_tol(m: Manifold, dtype: torch.dtype) -> float:
-    """Tolerance of exp/log identities: the dtype's, or the manifold's ``geodesic_atol`` where its
-    geodesics are approximate (meshes: heat-method log maps).
+    """Tolerance of exp/log identities.
+
+    The dtype's, or the manifold's ``geodesic_atol`` where its geodesics are approximate (meshes: heat-method log maps).
     """
     return max(10 * tolerance(dtype), float(getattr(m, "geodesic_atol", 0.0)))
 

@@ -29,6 +29,8 @@ def ppd_residual(log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         manifold: the manifold.
         create_graph: keep the graph w.r.t. the network's parameters (training).
         divergence: ``"exact"`` or ``"hutchinson"``.
+        n_probes: number of Hutchinson probes averaged per point (``"hutchinson"`` only).
+        generator: random generator for the probes (on ``x``'s device).
 
     Returns:
         The residual ``[B]``.

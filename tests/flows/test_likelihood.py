@@ -116,8 +116,10 @@ def test_hutchinson_is_unbiased(name, probe):
 
 
 def test_hutchinson_probes_are_tangent():
-    """Projected probes: for P_x a on S^2 (tangent block of the Jacobian -<a,x> P) every probe gives an estimate
-    proportional to |P eps|^2, and with the normal part removed the estimate never has the wrong sign.
+    """Projected probes never give an estimate of the wrong sign.
+
+    For P_x a on S^2 (tangent block of the Jacobian -<a,x> P) every probe gives an estimate proportional to |P eps|^2,
+    and with the normal part removed the estimate never has the wrong sign.
     """
     sphere = mf.Sphere(2)
     a = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
@@ -177,8 +179,10 @@ def test_divergence_bad_input():
 
 
 def torus1_logp(x1, T):
-    """Closed form for v(x) = sin(x) on T^1 run for time T: tan(x_t/2) = tan(x_0/2) e^t, so
-    dx_1/dx_0 = e^T cos^2(x_1/2) + e^-T sin^2(x_1/2) and log p_1 = -log(2 pi) - log(dx_1/dx_0).
+    """Closed form for v(x) = sin(x) on T^1 run for time T.
+
+    tan(x_t/2) = tan(x_0/2) e^t, so dx_1/dx_0 = e^T cos^2(x_1/2) + e^-T sin^2(x_1/2) and
+    log p_1 = -log(2 pi) - log(dx_1/dx_0).
     """
     c2, s2 = torch.cos(x1 / 2) ** 2, torch.sin(x1 / 2) ** 2
     return -math.log(2 * math.pi) - torch.log(math.exp(T) * c2 + math.exp(-T) * s2)
@@ -208,8 +212,10 @@ def test_likelihood_other_methods(method, steps, tol):
 
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_likelihood_of_gradient_flow_on_sphere_matches_closed_form(d):
-    """v(x) = P_x a on S^d moves points along meridians towards a/|a| with tan(theta_t/2) = tan(theta_0/2) e^(-|a| t);
-    the Jacobian determinant is (cosh s - z sinh s)^d with s = |a| T and z = <a/|a|, x_1>.
+    """v(x) = P_x a on S^d moves points along meridians towards a/|a|.
+
+    With tan(theta_t/2) = tan(theta_0/2) e^(-|a| t), the Jacobian determinant is (cosh s - z sinh s)^d with
+    s = |a| T and z = <a/|a|, x_1>.
     """
     sphere = mf.Sphere(d)
     a = 0.8 * torch.randn(d + 1, dtype=F64, generator=gen(d))

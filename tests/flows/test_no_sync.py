@@ -150,8 +150,10 @@ def _steps(objective, net, data, n_steps):
 
 @pytest.mark.parametrize("name", sorted(SURFACES))
 def test_surface_training_solves_and_sampling_do_not_sync(name):
-    """Meshes and implicit surfaces: Moser Flow steps (closed surfaces), RFM steps on a premetric path (meshes),
-    likelihoods and sampling read nothing on the host (their entry-point checks run before the watch).
+    """Meshes and implicit surfaces: training steps, likelihoods and sampling read nothing on the host.
+
+    Moser Flow steps (closed surfaces) and RFM steps on a premetric path (meshes); the entry-point checks of
+    likelihoods and sampling run before the watch.
     """
     manifold = SURFACES[name]()
     torch.manual_seed(0)

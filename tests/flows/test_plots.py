@@ -1,5 +1,6 @@
-"""Figures render offline: the cartopy world map, the torus heatmap (network access blocked) and 3-D views of
-densities on surfaces (meshes, implicit surfaces).
+"""Figures render offline: the cartopy world map, the torus heatmap and 3-D views of densities on surfaces.
+
+Network access is blocked; the surfaces are meshes and implicit surfaces.
 """
 
 import math

@@ -393,8 +393,9 @@ def test_tables_move_with_to_and_keep_float64(bunny):
 
 
 def test_search_without_host_reads_matches_the_certified_one(bunny):
-    """``projx`` (fixed-size refinements, nothing read on the host) gives the certified closest face near the mesh;
-    far points it cannot certify are still put on the mesh and counted.
+    """``projx`` gives the certified closest face near the mesh and still puts far points on it.
+
+    It uses fixed-size refinements and reads nothing on the host; far points it cannot certify are counted.
     """
     g = torch.Generator().manual_seed(31)
     x = bunny.random_base(3000, dtype=torch.float64, generator=g)

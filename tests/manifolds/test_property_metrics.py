@@ -82,8 +82,9 @@ def test_properties_catch_wrong_densities(broken, prop):
 
 
 def test_exponential_chart_is_skipped_where_it_cannot_cover():
-    """A flat torus declared non-ambient: the ball of radius pi misses the corners of [-pi, pi]^2, so
-    the chart integral would be pi^3 / (2 pi)^2 ~ 0.79; the property must skip, not fail.
+    """A flat torus declared non-ambient: the property must skip, not fail.
+
+    The ball of radius pi misses the corners of [-pi, pi]^2, so the chart integral would be pi^3 / (2 pi)^2 ~ 0.79.
     """
 
     class Torus(FlatTorus):

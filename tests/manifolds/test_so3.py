@@ -126,8 +126,10 @@ def test_zero_and_identity_are_exact_with_finite_gradients(dtype):
 
 
 def test_transp_matches_transport_by_small_projections():
-    """The metric is half the Frobenius one, so its Levi-Civita transport is the embedded one: the limit
-    of projecting onto the tangent space at many points along the geodesic (first order; extrapolated).
+    """The metric is half the Frobenius one, so its Levi-Civita transport is the embedded one.
+
+    That is the limit of projecting onto the tangent space at many points along the geodesic (first order;
+    extrapolated).
     """
     m = SO3()
     f64 = torch.float64
