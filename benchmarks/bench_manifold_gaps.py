@@ -111,7 +111,7 @@ def report() -> None:
             "|---|---|---|---|---|---|---|---|"]
     from manifold_flows.datasets import SYNTHETIC
 
-    for tag, (data, method, extra) in CASES.items():
+    for tag, (data, method, _) in CASES.items():
         rs = [r for r in results if r["tag"] == tag]
         if not rs:
             continue

@@ -107,9 +107,9 @@ def log_likelihood(
             if chunk.shape[0] == 0:
                 continue
             l0 = torch.zeros(chunk.shape[0], 1, dtype=chunk.dtype, device=chunk.device)
-            x0, l = odeint_augmented(func, chunk, grid, manifold=manifold, a0=l0, solver=solver, atol=atol,
+            x0, a1 = odeint_augmented(func, chunk, grid, manifold=manifold, a0=l0, solver=solver, atol=atol,
                                      rtol=rtol)
-            logps.append(manifold.base_logprob(x0) + l[:, 0])
+            logps.append(manifold.base_logprob(x0) + a1[:, 0])
             x0s.append(x0)
         if logps:
             logp, x0 = torch.cat(logps), torch.cat(x0s)

@@ -144,7 +144,8 @@ def eigenpairs(mesh: "Mesh", k: int, *, cache: bool = True) -> Tuple[np.ndarray,
             if vecs.shape[0] != mesh.n_vertices:
                 raise ValueError(f"has {vecs.shape[0]} rows for {mesh.n_vertices} vertices")
         except (OSError, ValueError, KeyError) as e:
-            warnings.warn(f"ignoring unreadable eigenpair cache {path} ({e}); recomputing", RuntimeWarning)
+            warnings.warn(f"ignoring unreadable eigenpair cache {path} ({e}); recomputing", RuntimeWarning,
+                          stacklevel=2)
             vals = None
         if vals is not None and vals.shape[0] >= k:
             _IN_MEMORY[mesh] = (vals, vecs)

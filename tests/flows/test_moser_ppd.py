@@ -115,7 +115,7 @@ def test_trained_moser_density_integrates_to_one_and_fits():
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = gen(2)
     first = None
-    for step in range(150):
+    for _ in range(150):
         loss = mf.loss(data[torch.randint(0, 4000, (256,), generator=g)], generator=g)
         opt.zero_grad()
         loss.backward()

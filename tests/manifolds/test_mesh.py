@@ -315,7 +315,7 @@ def test_sphere_eigenvalues_are_spherical_harmonics(tmp_path, monkeypatch):
     monkeypatch.setenv("MANIFOLD_FLOWS_CACHE", str(tmp_path))
     m = Mesh(trimesh.creation.icosphere(subdivisions=4))  # 2562 vertices, unit sphere
     vals, vecs = m.eigenpairs(35)
-    expected = np.concatenate([[l * (l + 1)] * (2 * l + 1) for l in range(1, 6)])  # multiplicity 2l + 1
+    expected = np.concatenate([[deg * (deg + 1)] * (2 * deg + 1) for deg in range(1, 6)])  # multiplicity 2l + 1
     assert np.allclose(vals, expected, rtol=0.02), np.c_[vals, expected]
     mass = voronoi_mass(m.arrays.vertices, m.arrays.faces)
     gram = vecs.T @ (mass[:, None] * vecs)
