@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import geoopt  # noqa: E402  (after manifolds: imported quietly there)
 from _report import interleaved_medians, write_section  # noqa: E402
 
 from manifolds import SO3, SPD, Euclidean, FlatTorus, Hyperboloid, PoincareBall, ProductManifold, Sphere  # noqa: E402
+
+# isort: split
+import geoopt  # noqa: E402  (after manifolds: imported quietly there)
 
 TWO_PI = 2 * math.pi
 

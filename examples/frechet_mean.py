@@ -11,10 +11,12 @@ against a brute-force search over a dense Fibonacci grid for a random cluster.
 import argparse
 import math
 
-import geoopt  # noqa: E402  (after manifolds, which imports geoopt without its deprecation noise)
 import torch
 
 from manifolds import Sphere
+
+# isort: split
+import geoopt  # noqa: E402  (after manifolds, which imports geoopt without its deprecation noise)
 
 
 def frechet_mean(sphere: Sphere, points: torch.Tensor, steps: int, lr: float = 0.05) -> torch.Tensor:
