@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -88,8 +89,8 @@ def sync_debug_checks(device: str) -> List[str]:
             lines.append(f"| {name} | {method} training step | {under_sync_debug(step, repeats=3)} |")
         net = VectorField(manifold, hidden=64, depth=3).to(device)
         x = manifold.random_base(512, device=device)
-        solve = lambda: sample(net, 512, manifold=manifold, solver_steps=20, device=device)  # noqa: E731
-        likelihood = lambda: log_likelihood(net, x, manifold=manifold, solver_steps=20)  # noqa: E731
+        solve = partial(sample, net, 512, manifold=manifold, solver_steps=20, device=device)
+        likelihood = partial(log_likelihood, net, x, manifold=manifold, solver_steps=20)
         lines.append(f"| {name} | ODE solve (rk4, 20 steps) | {under_sync_debug(solve)} |")
         lines.append(f"| {name} | likelihood (rk4, 20 steps) | {under_sync_debug(likelihood)} |")
     return lines

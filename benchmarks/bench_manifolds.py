@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -280,9 +281,9 @@ def main() -> None:
         u = 0.5 * m.logmap(x, y)
         plain_exp, plain_log, plain_dist = PLAIN[name]
         ops = {
-            "expmap": (lambda: m.expmap(x, u), lambda: plain_exp(x, u), g and (lambda: g.expmap(x, u))),
-            "logmap": (lambda: m.logmap(x, y), lambda: plain_log(x, y), g and (lambda: g.logmap(x, y))),
-            "dist": (lambda: m.dist(x, y), lambda: plain_dist(x, y), g and (lambda: g.dist(x, y))),
+            "expmap": (partial(m.expmap, x, u), partial(plain_exp, x, u), g and partial(g.expmap, x, u)),
+            "logmap": (partial(m.logmap, x, y), partial(plain_log, x, y), g and partial(g.logmap, x, y)),
+            "dist": (partial(m.dist, x, y), partial(plain_dist, x, y), g and partial(g.dist, x, y)),
         }
         for op, (ours, plain, geo) in ops.items():
             fns = {"ours": ours, "plain": plain, **({"geo": geo} if geo else {})}

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,15 @@ def torus_mesh(R: float, r: float, nu: int, nv: int) -> trimesh.Trimesh:
     return trimesh.Trimesh(pts, faces, process=False)
 
 
+def brute(sub: torch.Tensor, table: torch.Tensor) -> None:
+    """Closest faces of the points ``sub [n, 3]`` by testing every face of ``table`` (blocks of 64 points)."""
+    from manifolds.mesh import _closest_on_faces
+
+    for i in range(0, sub.shape[0], 64):
+        q = sub[i:i + 64]
+        _closest_on_faces((q[:, 0:1], q[:, 1:2], q[:, 2:3]), list(table.unbind(0)), full=False).min(1)
+
+
 def bench_projection(args) -> None:
     torch.set_num_threads(2)
     meshes = {
@@ -61,16 +71,8 @@ def bench_projection(args) -> None:
         near = on + 0.02 * m.length_scale * torch.randn(n, 3, generator=g)
         table = m._data(torch.float32, torch.device("cpu"))["table"]
         sub = on[: max(64, n // 64)]
-
-        def brute():
-            from manifolds.mesh import _closest_on_faces
-
-            for i in range(0, sub.shape[0], 64):
-                q = sub[i:i + 64]
-                _closest_on_faces((q[:, 0:1], q[:, 1:2], q[:, 2:3]), list(table.unbind(0)), full=False).min(1)
-
-        t = interleaved_medians({"on": lambda: m.closest(on), "near": lambda: m.closest(near)}, repeats=5, warmup=1)
-        tb = median_seconds(brute, repeats=3, warmup=1)
+        t = interleaved_medians({"on": partial(m.closest, on), "near": partial(m.closest, near)}, repeats=5, warmup=1)
+        tb = median_seconds(partial(brute, sub, table), repeats=3, warmup=1)
         rows.append(f"| {label} | {n} | {n / t['on']:,.0f} | {n / t['near']:,.0f} | {sub.shape[0] / tb:,.0f} |")
         print(rows[-1], flush=True)
     body = "\n".join(rows) + (
@@ -194,9 +196,9 @@ def bench_geodesics(args) -> None:
         u = m.proju(x, torch.randn(n, 3, dtype=torch.float64, generator=g))
         theta = 2.5 * torch.rand(n, 1, dtype=torch.float64, generator=g)
         u = u / u.norm(dim=-1, keepdim=True) * (theta if sphere else 0.3 * theta)
-        t_exp = median_seconds(lambda: m.expmap(x, u), repeats=3, warmup=1)
-        t_log = median_seconds(lambda: m.logmap(x, y), repeats=3, warmup=1)
-        t_dist = median_seconds(lambda: m.dist(x, y), repeats=3, warmup=1)
+        t_exp = median_seconds(partial(m.expmap, x, u), repeats=3, warmup=1)
+        t_log = median_seconds(partial(m.logmap, x, y), repeats=3, warmup=1)
+        t_dist = median_seconds(partial(m.dist, x, y), repeats=3, warmup=1)
         errs = ["-", "-", "-"]
         if sphere:  # against great circles, pairs closer than 2.5 rad (the cut locus is at pi)
             xs = x / x.norm(dim=-1, keepdim=True)
