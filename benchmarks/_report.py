@@ -52,7 +52,8 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     info = Path("/proc/cpuinfo")  # Linux names the CPU model here; elsewhere platform's answer stands
     if info.exists():
-        names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
+        names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+                 if line.startswith("model name")]
         cpu = names[0] if names else cpu
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     cores = f"{os.cpu_count()} cores"

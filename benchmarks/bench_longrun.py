@@ -64,8 +64,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["rfm", "moser", "ppd"])
     args = p.parse_args()
     recs = [run(m, d, args.steps) for d in args.data for m in args.methods]
-    rows = ["| method | data | ms/step, first 500 | ms/step, last 500 | last / first | slowest window | RSS first / last (MB) "
-            "| test NLL |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| method | data | ms/step, first 500 | ms/step, last 500 | last / first | slowest window "
+            "| RSS first / last (MB) | test NLL |", "|---|---|---|---|---|---|---|---|"]
     for r in recs:
         rows.append(f"| {r['method']} | {r['data']} | {r['first_ms']:.1f} | {r['last_ms']:.1f} | {r['ratio']:.2f} | "
                     f"{r['max_ms']:.1f} | {r['rss_first_mb']:.0f} / {r['rss_last_mb']:.0f} | {r['test_nll']:.3f} |")

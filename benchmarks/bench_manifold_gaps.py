@@ -121,8 +121,8 @@ def report() -> None:
         m = SYNTHETIC[data]().manifold
         met = "yes" if statistics.mean(gaps) <= 0.05 else "no"
         rows.append(f"| {data} | {m} ({m.dim}) | {method} | {_mean_std([r['test_nll'] for r in rs])} | "
-                    f"{rs[0]['target_nll']:.3f} | {_mean_std(gaps)} | {round(statistics.mean(r['steps'] for r in rs))} | "
-                    f"{met} |")
+                    f"{rs[0]['target_nll']:.3f} | {_mean_std(gaps)} | "
+                    f"{round(statistics.mean(r['steps'] for r in rs))} | {met} |")
     minutes = sorted({r["minutes"] for r in results})
     seeds = sorted({r["seed"] for r in results})
     lik = sorted({r["likelihood"] for r in results})

@@ -292,24 +292,25 @@ def main() -> None:
             geo_ms = f"{t_geo * 1e3:.2f}" if t_geo else "n/a"
             geo_ratio = f"{t_ours / t_geo:.2f}" if t_geo else "n/a"
             lines.append(
-                f"| {name} | {op} | {t_ours * 1e3:.2f} | {t_plain * 1e3:.2f} | {geo_ms} | {t_ours / t_plain:.2f} | {geo_ratio} |"
+                f"| {name} | {op} | {t_ours * 1e3:.2f} | {t_plain * 1e3:.2f} | {geo_ms} | {t_ours / t_plain:.2f} | "
+                f"{geo_ratio} |"
             )
             print(lines[-1], flush=True)
             if t_geo and t_ours > 1.1 * t_geo:
                 slower.append(f"{name} {op}")
     if args.set == "matrix-hyperbolic":
         lines += ["", "Points: base samples (Haar on SO(3); log-normal on SPD(3); wrapped normal with sigma 1 on the "
-                  "hyperbolic models, curvature -1), tangent vectors half the log map between two such samples. geoopt has "
-                  "no SO(3); its SPD manifold works on 3 x 3 matrices (our points are reshaped, which copies nothing). "
-                  "More than 10% slower than geoopt: " + (", ".join(slower) or "none") + "."]
+                  "hyperbolic models, curvature -1), tangent vectors half the log map between two such samples. "
+                  "geoopt has no SO(3); its SPD manifold works on 3 x 3 matrices (our points are reshaped, which "
+                  "copies nothing). More than 10% slower than geoopt: " + (", ".join(slower) or "none") + "."]
         body = "\n".join(lines)
         print(body)
         if not args.no_write:
             write_section("Manifold operations: SO(3), SPD, hyperbolic space", body)
         return
     if slower:
-        lines += ["", f"More than 10% slower than geoopt: {', '.join(slower)}. geoopt's sphere distance is a clamped `acos`, one "
-                  "reduction cheaper than `2 atan2(|x - y|, |x + y|)` and wrong near x = y (table below)."]
+        lines += ["", f"More than 10% slower than geoopt: {', '.join(slower)}. geoopt's sphere distance is a clamped "
+                  "`acos`, one reduction cheaper than `2 atan2(|x - y|, |x + y|)` and wrong near x = y (table below)."]
     lines += ["", "Accuracy the guards buy (100,000 random points):", "", accuracy_table(device)]
     body = "\n".join(lines)
     print(body)

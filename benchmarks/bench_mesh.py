@@ -62,7 +62,8 @@ def bench_projection(args) -> None:
         "bunny (5,000 faces)": Mesh(MESHES["bunny"], scale=1 / 250),
         "torus grid (100,000 faces)": Mesh(torus_mesh(1.0, 0.4, 250, 200), name="torus"),
     }
-    rows = ["| mesh | points | on the surface (pts/s) | within 2% of its size (pts/s) | brute force, on the surface (pts/s) |",
+    rows = ["| mesh | points | on the surface (pts/s) | within 2% of its size (pts/s) "
+            "| brute force, on the surface (pts/s) |",
             "|---|---|---|---|---|"]
     for label, m in meshes.items():
         g = torch.Generator().manual_seed(0)
@@ -158,15 +159,14 @@ def bench_nll(args) -> None:
         rows.append(f"| eig:{r['k']} | {r['method']}{extra} | {r['steps']} | {r['test_nll']:.3f} | {fine} | "
                     f"{r['entropy']:.3f} | {r['test_nll'] - r['entropy']:+.3f} | {pub} |")
     body = "\n".join(rows) + (
-        f"\n\nBunny scaled by 1/250 as in the published runs (area 9.467, uniform NLL log(area) = 2.248). "
-        f"{args.n} samples of each target (80/10/10 split, seed 0), MLP 4 x 256, {args.minutes} CPU-minutes of "
-        f"training per run (steps from a measured rate), best validation checkpoint (EMA) tested on "
-        f"{args.n // 10} points. RFM: biharmonic premetric, 100 eigenpairs, 40 paths x 50 Euler steps per "
-        f"iteration, likelihood by RK4 with {args.solver_steps} steps (and {4 * args.solver_steps} in the next column). "
-        "Moser Flow: explicit log-density. "
-        "'exact entropy' is the target's closed-form entropy (the best NLL achievable in expectation); the gap "
-        "is test NLL minus it. The published figure is from GPU training of unstated length. "
-        "Published runs also draw 500k target samples, while these draw fewer."
+        f"\n\nBunny scaled by 1/250 as in the published runs (area 9.467, uniform NLL log(area) = 2.248). {args.n} "
+        f"samples of each target (80/10/10 split, seed 0), MLP 4 x 256, {args.minutes} CPU-minutes of training per run "
+        f"(steps from a measured rate), best validation checkpoint (EMA) tested on {args.n // 10} points. RFM: "
+        "biharmonic premetric, 100 eigenpairs, 40 paths x 50 Euler steps per iteration, likelihood by RK4 with "
+        f"{args.solver_steps} steps (and {4 * args.solver_steps} in the next column). Moser Flow: explicit "
+        "log-density. 'exact entropy' is the target's closed-form entropy (the best NLL achievable in expectation); "
+        "the gap is test NLL minus it. The published figure is from GPU training of unstated length. Published runs "
+        "also draw 500k target samples, while these draw fewer."
     )
     write_section("Bunny eigenfunction targets", body)
 
@@ -181,7 +181,8 @@ def _great_circle(x: torch.Tensor, y: torch.Tensor):
 def bench_geodesics(args) -> None:
     torch.set_num_threads(2)
     n = args.points
-    rows = ["| mesh | log-map rows (s) | exp (pts/s) | log (pts/s) | dist (pts/s) | exp error | log error | dist error |",
+    rows = ["| mesh | log-map rows (s) | exp (pts/s) | log (pts/s) | dist (pts/s) "
+            "| exp error | log error | dist error |",
             "|---|---|---|---|---|---|---|---|"]
     meshes = [(f"icosphere, {trimesh.creation.icosphere(subdivisions=s).vertices.shape[0]:,} vertices",
                Mesh(trimesh.creation.icosphere(subdivisions=s), name="icosphere"), True) for s in (4, 5)]

@@ -65,7 +65,8 @@ def bench_earth(args) -> None:
         cells = []
         for data in args.datasets:
             rs = recs[data][method]
-            cells.append(f"{mean_std([r['test_nll'] for r in rs])} ({statistics.mean(r['steps'] for r in rs):.0f} steps)")
+            cells.append(f"{mean_std([r['test_nll'] for r in rs])} "
+                         f"({statistics.mean(r['steps'] for r in rs):.0f} steps)")
         rows.append(f"| {NAMES[method]}, {args.minutes:g} CPU-min | " + " | ".join(cells) + " |")
     for method in args.methods:
         rows.append(f"| {NAMES[method]} (published) | " +
@@ -76,24 +77,26 @@ def bench_earth(args) -> None:
             rs = recs[data]["moser"]
             extra.append(f"| {data} | {statistics.mean(r['negative_mass'] for r in rs):.4f} | "
                          f"{statistics.mean(r['total_mass'] for r in rs):.3f} | "
-                         f"{statistics.mean(r['explicit_nll'] for r in rs):.3f} | {statistics.mean(r['ode_nll'] for r in rs):.3f} | "
+                         f"{statistics.mean(r['explicit_nll'] for r in rs):.3f} | "
+                         f"{statistics.mean(r['ode_nll'] for r in rs):.3f} | "
                          f"{statistics.mean(r['ode_abs_diff_mean'] for r in rs):.4f} |")
-    ppd_rows = [f"| {d} | {mean_std([r['path_nll'] for r in recs[d]['ppd']])} | {mean_std([r['test_nll'] for r in recs[d]['ppd']])} |"
+    ppd_rows = [f"| {d} | {mean_std([r['path_nll'] for r in recs[d]['ppd']])} | "
+                f"{mean_std([r['test_nll'] for r in recs[d]['ppd']])} |"
                 for d in args.datasets if "ppd" in recs[d]]
     body = "\n".join([
         f"Test NLL (nats, mean±std over seeds {args.seeds}), every method with MLP {args.depth}×{args.hidden}, batch "
         f"{args.batch_size}, AdamW with cosine decay and EMA 0.999, {args.minutes:g} CPU-minutes of training per run "
-        f"(steps calibrated to the budget), random 80/10/10 split per seed ('all rows' protocol), best-validation EMA "
-        f"checkpoint tested. RFM and PPD likelihoods: RK4 with {args.solver_steps} steps and the exact divergence; Moser "
-        "Flow: explicit log max(ε, μ). Uniform on S^2 scores 2.531.",
+        "(steps calibrated to the budget), random 80/10/10 split per seed ('all rows' protocol), best-validation EMA "
+        f"checkpoint tested. RFM and PPD likelihoods: RK4 with {args.solver_steps} steps and the exact divergence; "
+        "Moser Flow: explicit log max(ε, μ). Uniform on S^2 scores 2.531.",
         "",
         "| method | " + " | ".join(args.datasets) + " |",
         "|---|" + "---|" * len(args.datasets),
         *rows,
         "",
         "Moser Flow checks on the test split (means over seeds): mass of μ below zero and total mass (100,000 uniform "
-        "points; should be 1), and the explicit NLL against the ODE likelihood of the sampler on the first 200 test points "
-        f"(RK4, {args.solver_steps} steps):",
+        "points; should be 1), and the explicit NLL against the ODE likelihood of the sampler on the first 200 test "
+        f"points (RK4, {args.solver_steps} steps):",
         "",
         "| data | negative mass | total mass | explicit NLL | ODE NLL | mean abs log-density difference |",
         "|---|---|---|---|---|---|",
@@ -120,8 +123,9 @@ def bench_gap(args) -> None:
             rows.append(f"| {data} | {NAMES[method]} | {statistics.mean(r['test_nll'] for r in gaps):.4f} | "
                         f"{gaps[0]['target_nll']:.4f} | {gap_cell} | {statistics.mean(r['steps'] for r in gaps):.0f} |")
     body = "\n".join([
-        f"Test NLL minus the exact NLL of the target on the same 1,000 test points (10,000 samples, 80/10/10), "
-        f"MLP {args.depth}×{args.hidden}, batch {args.batch_size}, {args.minutes:g} CPU-minutes per run, seeds {args.seeds}.",
+        "Test NLL minus the exact NLL of the target on the same 1,000 test points (10,000 samples, 80/10/10), MLP "
+        f"{args.depth}×{args.hidden}, batch {args.batch_size}, {args.minutes:g} CPU-minutes per run, seeds "
+        f"{args.seeds}.",
         "",
         "| target | method | test NLL | target NLL | gap | steps |",
         "|---|---|---|---|---|---|",
@@ -163,8 +167,8 @@ def bench_speed(args) -> None:
         steps[m] = step
     t = interleaved_medians(steps, repeats=args.repeats, warmup=3)
     lines = [f"One training step (forward + backward) on earthquake, MLP {args.depth}×{args.hidden}, batch "
-             f"{args.batch_size} (Moser: plus {args.batch_size} uniform points for the penalty), median of {args.repeats} "
-             "interleaved rounds:", "", "| method | ms per step | ratio to RFM |", "|---|---|---|"]
+             f"{args.batch_size} (Moser: plus {args.batch_size} uniform points for the penalty), median of "
+             f"{args.repeats} interleaved rounds:", "", "| method | ms per step | ratio to RFM |", "|---|---|---|"]
     for m in args.methods:
         lines.append(f"| {NAMES[m]} | {t[m] * 1e3:.1f} | {t[m] / t['rfm']:.2f} |")
 

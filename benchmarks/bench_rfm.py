@@ -105,15 +105,16 @@ def bench_earth(args) -> None:
                       f"{m['train_seconds']:.0f} s)", flush=True)
             results.setdefault(name, {})[protocol] = nlls
             rows.append(f"| {name} | {protocol} | {mean_std(nlls)} | {cfg.steps} | {statistics.mean(base):.2f} | "
-                        f"{BEST_PUBLISHED[name]:.2f} | {'yes' if statistics.mean(nlls) < BEST_PUBLISHED[name] else 'no'} |")
+                        f"{BEST_PUBLISHED[name]:.2f} | "
+                        f"{'yes' if statistics.mean(nlls) < BEST_PUBLISHED[name] else 'no'} |")
     pub = ["| method | " + " | ".join(args.datasets) + " |", "|---|" + "---|" * len(args.datasets)]
     for method in PUBLISHED["volcano"]:
         pub.append(f"| {method} (published) | " + " | ".join(PUBLISHED[d][method] for d in args.datasets) + " |")
     body = "\n".join([
-        f"RFM, MLP {args.depth}×{args.hidden} (SiLU), batch {args.batch_size}, AdamW lr {args.lr} with cosine decay, EMA 0.999, "
-        f"{args.minutes:g} CPU-minutes of training per run, seeds {args.seeds}; random 80/10/10 split per seed, "
-        f"best-validation EMA checkpoint tested; likelihood by RK4 with {args.solver_steps} steps and the exact divergence. "
-        "'distinct points' removes exact duplicates before splitting (volcano: 267 of 827 rows).",
+        f"RFM, MLP {args.depth}×{args.hidden} (SiLU), batch {args.batch_size}, AdamW lr {args.lr} with cosine decay, "
+        f"EMA 0.999, {args.minutes:g} CPU-minutes of training per run, seeds {args.seeds}; random 80/10/10 split per "
+        f"seed, best-validation EMA checkpoint tested; likelihood by RK4 with {args.solver_steps} steps and the exact "
+        "divergence. 'distinct points' removes exact duplicates before splitting (volcano: 267 of 827 rows).",
         "",
         "| data | protocol | test NLL (mean±std) | steps | uniform NLL | best published | beats it |",
         "|---|---|---|---|---|---|---|",
@@ -140,11 +141,13 @@ def bench_gap(args) -> None:
             gaps.append(m["gap"])
             print(f"{name} seed {seed}: test NLL {m['test_nll']:.4f}, target NLL {m['target_nll']:.4f}, "
                   f"gap {m['gap']:.4f}", flush=True)
-            rows.append(f"| {name} | {seed} | {m['test_nll']:.4f} | {m['target_nll']:.4f} | {m['gap']:.4f} | {cfg.steps} |")
+            rows.append(f"| {name} | {seed} | {m['test_nll']:.4f} | {m['target_nll']:.4f} | {m['gap']:.4f} | "
+                        f"{cfg.steps} |")
         rows.append(f"| {name} | mean | | | {statistics.mean(gaps):.4f} | |")
     body = "\n".join([
-        f"Test NLL minus the exact NLL of the target on the same 1,000 test points (10,000 samples, 80/10/10). "
-        f"RFM, MLP {args.depth}×{args.hidden}, batch {args.batch_size}, {args.minutes:g} CPU-minutes per run. Target: gap ≤ 0.05 nats.",
+        "Test NLL minus the exact NLL of the target on the same 1,000 test points (10,000 samples, 80/10/10). RFM, "
+        f"MLP {args.depth}×{args.hidden}, batch {args.batch_size}, {args.minutes:g} CPU-minutes per run. Target: gap ≤ "
+        "0.05 nats.",
         "",
         "| target | seed | test NLL | target NLL | gap | steps |",
         "|---|---|---|---|---|---|",
@@ -184,7 +187,8 @@ def bench_speed(args) -> None:
         "| step | ms | ratio |",
         "|---|---|---|",
         f"| Euclidean flow matching in R^3 | {t['fm'] * 1e3:.2f} | 1.00 |",
-        f"| RFM on S^2 (geodesic path, tangent projections, Riemannian norm) | {t['rfm'] * 1e3:.2f} | {t['rfm'] / t['fm']:.2f} |",
+        f"| RFM on S^2 (geodesic path, tangent projections, Riemannian norm) | {t['rfm'] * 1e3:.2f} | "
+        f"{t['rfm'] / t['fm']:.2f} |",
         "",
     ]
     n = 10_000

@@ -164,19 +164,20 @@ def report() -> None:
         for r in variants:
             d = int(r["data"].rsplit("t", 1)[1])
             base = f"{gaps[d]['gap']:.3f}" if d in gaps else ""
-            rows.append(f"| {d} | `{' '.join(r['args'])}` | {r['test_nll']:.3f} | {r['gap']:.3f} | {r['steps']} | {base} |")
+            rows.append(f"| {d} | `{' '.join(r['args'])}` | {r['test_nll']:.3f} | {r['gap']:.3f} | {r['steps']} | "
+                        f"{base} |")
     any_rec = next(iter(speed_recs.values()), None) or next(iter(gaps.values()))
     minutes = sorted({g["minutes"] for g in gaps.values()})
     body = "\n".join([
-        f"Targets `torus_mixture_t{{d}}`: four equal-weight wrapped normals (std 0.6 per angle, means uniform from a "
-        f"fixed seed). Step times: median of interleaved runs, MLP {DEPTH}x{HIDDEN}, batch {BATCH}, fresh networks, one "
-        "AdamW step; Moser Flow and PPD differentiate a divergence (exact: d backward passes; Hutchinson: one Rademacher "
-        "probe). Likelihood: 500 points, RK4 with 20 steps, fresh RFM network. RFM gap: "
-        f"`manifold-flows train --data torus_mixture_t{{d}} --minutes {'/'.join(f'{m:g}' for m in minutes)}` "
-        f"(defaults; likelihoods exact up to d = {HUTCHINSON_ABOVE}, Hutchinson above), test NLL on 1,000 points with RK4 "
-        "100 steps minus the target's. Hutchinson noise: the standard deviation over 300 test points of the Hutchinson "
-        "minus exact log-likelihood (RK4, 25 steps, trained model), divided by sqrt(1000). Measured on "
-        f"{any_rec['machine']}, one core of a 2-core AMD EPYC, one torch thread (queue jobs).",
+        "Targets `torus_mixture_t{d}`: four equal-weight wrapped normals (std 0.6 per angle, means uniform from a "
+        f"fixed seed). Step times: median of interleaved runs, MLP {DEPTH}x{HIDDEN}, batch {BATCH}, fresh networks, "
+        "one AdamW step; Moser Flow and PPD differentiate a divergence (exact: d backward passes; Hutchinson: one "
+        "Rademacher probe). Likelihood: 500 points, RK4 with 20 steps, fresh RFM network. RFM gap: `manifold-flows "
+        f"train --data torus_mixture_t{{d}} --minutes {'/'.join(f'{m:g}' for m in minutes)}` (defaults; likelihoods "
+        f"exact up to d = {HUTCHINSON_ABOVE}, Hutchinson above), test NLL on 1,000 points with RK4 100 steps minus the "
+        "target's. Hutchinson noise: the standard deviation over 300 test points of the Hutchinson minus exact "
+        f"log-likelihood (RK4, 25 steps, trained model), divided by sqrt(1000). Measured on {any_rec['machine']}, one "
+        "core of a 2-core AMD EPYC, one torch thread (queue jobs).",
         "",
         *rows,
     ])

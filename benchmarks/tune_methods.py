@@ -60,8 +60,9 @@ def main() -> None:
             rows.append(f"| {method} | {setting} | " + " | ".join(f"{v:.3f}" for v in vals) +
                         f" | {statistics.mean(vals):.3f} |")
     body = "\n".join([
-        f"Validation NLL (seed 0) after {args.minutes:g} CPU-minutes of training per run, MLP {args.depth}×{args.hidden}, "
-        "batch 512, AdamW with cosine decay, EMA 0.999. The defaults in `METHOD_DEFAULTS` are the rows with the lowest mean.",
+        f"Validation NLL (seed 0) after {args.minutes:g} CPU-minutes of training per run, MLP "
+        f"{args.depth}×{args.hidden}, batch 512, AdamW with cosine decay, EMA 0.999. The defaults in `METHOD_DEFAULTS` "
+        "are the rows with the lowest mean.",
         "",
         "| method | setting | " + " | ".join(args.data) + " | mean |",
         "|---|---|" + "---|" * (len(args.data) + 1),

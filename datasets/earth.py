@@ -101,7 +101,8 @@ def read_text_lines(path: Path) -> List[str]:
     try:
         return Path(path).read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (undecodable byte at offset {e.start}); save it as UTF-8 CSV") from None
+        raise ValueError(f"{path} is not UTF-8 text (undecodable byte at offset {e.start}); "
+                         "save it as UTF-8 CSV") from None
 
 
 def read_latlon_csv(path: PathLike, *, min_rows: int = 10) -> torch.Tensor:

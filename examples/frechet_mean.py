@@ -87,9 +87,10 @@ def main() -> None:
     print(f"closed form (ring around the pole): distance to the pole {err_closed:.2e} rad")
     print(f"random cluster of {args.n} points:")
     print(f"  RiemannianAdam mean      cost {cost(ours):.6f}")
-    print(f"  brute force (grid)       cost {cost(brute):.6f}  distance to ours {float(sphere.dist(ours, brute)):.2e} rad "
-          f"(grid spacing {grid_spacing:.1e})")
-    print(f"  extrinsic mean (|mean|)  cost {cost(extrinsic):.6f}  distance to ours {float(sphere.dist(ours, extrinsic)):.2e} rad")
+    print(f"  brute force (grid)       cost {cost(brute):.6f}  distance to ours {float(sphere.dist(ours, brute)):.2e} "
+          f"rad (grid spacing {grid_spacing:.1e})")
+    print(f"  extrinsic mean (|mean|)  cost {cost(extrinsic):.6f}  distance to ours "
+          f"{float(sphere.dist(ours, extrinsic)):.2e} rad")
     ok = err_closed < 1e-6 and cost(ours) <= cost(brute) + 1e-9 and float(sphere.dist(ours, brute)) < 2 * grid_spacing
     print("agreement:", "OK" if ok else "FAILED")
     raise SystemExit(0 if ok else 1)

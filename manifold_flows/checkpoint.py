@@ -117,9 +117,9 @@ def load_checkpoint(path: Path, *, map_location: Any = "cpu", require: Iterable[
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a manifold-flows checkpoint")
     if ck.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint layout {ck.get('format_version')!r}; this version of manifold-flows "
-                              f"reads layout {FORMAT_VERSION} (retrain, or use the version that wrote it: "
-                              f"{ck.get('package_version')})")
+        raise CheckpointError(f"{path} has checkpoint layout {ck.get('format_version')!r}; this version of "
+                              f"manifold-flows reads layout {FORMAT_VERSION} (retrain, or use the version that wrote "
+                              f"it: {ck.get('package_version')})")
     stored = ck.pop("sha256", None)
     if stored != content_digest(ck):
         raise CheckpointError(f"checkpoint {path} is corrupt: its content does not match its checksum")

@@ -96,7 +96,8 @@ def _sample_target(out: str) -> Path:
     if path.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name ending in {', '.join(SAMPLE_FORMATS)}")
     if path.suffix not in SAMPLE_FORMATS:
-        raise ValueError(f"--out {out}: unknown format {path.suffix or '(no suffix)'!r}; use {', '.join(SAMPLE_FORMATS)}")
+        raise ValueError(f"--out {out}: unknown format {path.suffix or '(no suffix)'!r}; use "
+                         f"{', '.join(SAMPLE_FORMATS)}")
     if path.parent.exists() and not path.parent.is_dir():
         raise ValueError(f"--out {out}: {path.parent} is not a folder")
     return path

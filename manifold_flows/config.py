@@ -223,7 +223,8 @@ class TrainConfig:
         if not 0 <= self.ema < 1:
             out.append(f"--ema must be in [0, 1), got {self.ema}")
         if self.uniform is not None and not 0 <= self.uniform < 1:
-            out.append(f"--uniform must be in [0, 1) (the base density's weight in PPD's target path), got {self.uniform}")
+            out.append("--uniform must be in [0, 1) (the base density's weight in PPD's target path), got "
+                       f"{self.uniform}")
         if self.activation is not None and self.activation not in ACTIVATIONS:
             out.append(f"unknown --activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}")
         if self.solver not in available_solvers():

@@ -20,7 +20,8 @@ def nll(objective: FlowObjective, x: torch.Tensor, net, cfg: TrainConfig, steps:
     """
     lp = objective.log_prob(x, net=net, solver=cfg.solver, solver_steps=steps or cfg.solver_steps)
     if not torch.isfinite(lp).all():
-        raise FloatingPointError(f"non-finite log-likelihood on {int((~torch.isfinite(lp)).sum())} of {lp.numel()} points")
+        raise FloatingPointError(f"non-finite log-likelihood on {int((~torch.isfinite(lp)).sum())} "
+                                 f"of {lp.numel()} points")
     return float(-lp.mean())
 
 

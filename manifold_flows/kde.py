@@ -93,10 +93,11 @@ def kernel_support_problem(manifold: Manifold) -> Optional[str]:
                 return f"kernel density paths support S^1, S^2 and S^3, not S^{m.dim}"
         elif not isinstance(m, (FlatTorus, Euclidean, SO3)):
             reason = ("its base distribution is not uniform, and no kernel family with a closed-form normaliser "
-                      "reduces to that base at zero concentration" if not m.compact else "no kernel family is implemented")
-            return (f"PPD's target path needs kernels that equal the base distribution at zero concentration, with exact "
-                    f"log-densities and samplers; {m} has none ({reason}). Kernel density paths support spheres S^1-S^3, "
-                    "flat tori, SO(3), Euclidean space and their products")
+                      "reduces to that base at zero concentration" if not m.compact
+                      else "no kernel family is implemented")
+            return ("PPD's target path needs kernels that equal the base distribution at zero concentration, with "
+                    f"exact log-densities and samplers; {m} has none ({reason}). Kernel density paths support spheres "
+                    "S^1-S^3, flat tori, SO(3), Euclidean space and their products")
     return None
 
 

@@ -132,7 +132,8 @@ class InputFeatures(nn.Module):
         self.register_buffer("freqs", torch.arange(1, n_fourier + 1, dtype=torch.float32), persistent=False)
         embedded = sum(s for s, p in zip(self.sizes, self.periodic) if not p)
         if fourier_features < 0 or not fourier_scale > 0:
-            raise ValueError(f"need fourier_features >= 0 and fourier_scale > 0, got {fourier_features}, {fourier_scale}")
+            raise ValueError(f"need fourier_features >= 0 and fourier_scale > 0, got {fourier_features}, "
+                             f"{fourier_scale}")
         self.fourier_features = fourier_features if embedded else 0
         gen = torch.Generator().manual_seed(0)
         b = torch.randn(self.fourier_features, embedded, generator=gen, dtype=torch.float64) * fourier_scale

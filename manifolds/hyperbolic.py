@@ -334,7 +334,8 @@ class Hyperboloid(_Hyperbolic):
             )
         t = self._time(x[..., 1:]).squeeze(-1)
         err = (x[..., 0] - t).abs() / t
-        return self._tolerance_report(err, atol, "are off the hyperboloid (relative error of x0 = sqrt(1/c + |xs|^2) too large)")
+        what = "are off the hyperboloid (relative error of x0 = sqrt(1/c + |xs|^2) too large)"
+        return self._tolerance_report(err, atol, what)
 
     def _check_vector_on_tangent(self, x, u, *, atol=1e-5, rtol=1e-5):
         err = hm.minkowski(x, u).abs()

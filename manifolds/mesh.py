@@ -403,7 +403,8 @@ class Mesh(GeometryBuffers, Manifold):
     def _check_point_on_manifold(self, x, *, atol=1e-5, rtol=1e-5):
         _, _, p = self.closest(x)
         err = torch.linalg.vector_norm(x.detach() - p, dim=-1)
-        return self._tolerance_report(err, atol * self.length_scale, "are off the mesh (distance to the closest face too large)")
+        what = "are off the mesh (distance to the closest face too large)"
+        return self._tolerance_report(err, atol * self.length_scale, what)
 
     def _check_vector_on_tangent(self, x, u, *, atol=1e-5, rtol=1e-5):
         n = self.normal(x).to(u.dtype)  # the face x was projected onto (on an edge, either face is closest)

@@ -47,7 +47,8 @@ def load_trimesh(source: MeshSource):
         if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
             raise ValueError(f"mesh file {path} contains no triangles")
         return loaded
-    raise TypeError(f"a mesh is a file path, a trimesh.Trimesh or a (vertices, faces) pair, got {type(source).__name__}")
+    raise TypeError("a mesh is a file path, a trimesh.Trimesh or a (vertices, faces) pair, got "
+                    f"{type(source).__name__}")
 
 
 def repair_and_check(tm, *, components: str, degenerate_tol: float) -> Tuple[np.ndarray, np.ndarray, Dict[str, int]]:
@@ -90,15 +91,17 @@ def repair_and_check(tm, *, components: str, degenerate_tol: float) -> Tuple[np.
     if (counts > 2).any():
         bad = uniq[counts > 2]
         raise ValueError(f"mesh has {len(bad)} non-manifold edge(s) shared by more than two faces, first between "
-                         f"vertices {int(bad[0, 0])} and {int(bad[0, 1])}; a surface mesh needs at most two faces per edge")
+                         f"vertices {int(bad[0, 0])} and {int(bad[0, 1])}; "
+                         "a surface mesh needs at most two faces per edge")
     report["boundary_edges"] = int((counts == 1).sum())
     labels = trimesh.graph.connected_component_labels(tm.face_adjacency, node_count=len(tm.faces))
     sizes = np.bincount(labels)
     report["components"] = int(len(sizes))
     if len(sizes) > 1:
         if components == "error":
-            raise ValueError(f"mesh has {len(sizes)} connected components with {sorted(sizes.tolist(), reverse=True)[:5]} "
-                             "faces; one surface is expected (pass components='largest' to keep the largest)")
+            raise ValueError(f"mesh has {len(sizes)} connected components with "
+                             f"{sorted(sizes.tolist(), reverse=True)[:5]} faces; one surface is expected (pass "
+                             "components='largest' to keep the largest)")
         tm.update_faces(labels == int(sizes.argmax()))
         tm.remove_unreferenced_vertices()
         report["dropped_component_faces"] = int(sizes.sum() - sizes.max())

@@ -189,7 +189,8 @@ class SpectralDistance(torch.nn.Module):
             raise ValueError(f"unknown spectral distance {kind!r}; choose from {DISTANCES}")
         if not 1 <= int(n_eigs) <= mesh.n_vertices - 2:
             raise ValueError(f"n_eigs={n_eigs}, but a mesh with {mesh.n_vertices} vertices has at most "
-                             f"{mesh.n_vertices - 2} usable non-constant eigenpairs; give 1 <= n_eigs <= {mesh.n_vertices - 2}")
+                             f"{mesh.n_vertices - 2} usable non-constant eigenpairs; "
+                             f"give 1 <= n_eigs <= {mesh.n_vertices - 2}")
         n_eigs = int(n_eigs)
         vals, vecs = eigenpairs(mesh, n_eigs)
         if kind == "biharmonic":

@@ -125,7 +125,8 @@ def base_samples_are_valid(m: Manifold, dtype: torch.dtype, seed: int) -> None:
     assert torch.isfinite(lp).all(), "base_logprob is not finite on base samples"
     if m.compact:
         _close(lp, lp.mean().expand_as(lp), tolerance(dtype), "base_logprob of a compact manifold is not constant")
-        _close(lp.mean(), torch.tensor(-math.log(m.volume), dtype=dtype), tolerance(dtype), "base_logprob != -log volume")
+        _close(lp.mean(), torch.tensor(-math.log(m.volume), dtype=dtype), tolerance(dtype),
+               "base_logprob != -log volume")
 
 
 @_property
@@ -170,7 +171,8 @@ def zero_at_identity(m: Manifold, dtype: torch.dtype, seed: int) -> None:
     """exp(x, 0) = x, log(x, x) = 0 and dist(x, x) = 0 to the precision of the dtype."""
     x = _points(m, 512, dtype, seed)
     eps = 16 * torch.finfo(dtype).eps
-    _close(m.dist(m.expmap(x, torch.zeros_like(x)), x), torch.zeros(x.shape[:-1], dtype=dtype), eps, "expmap(x, 0) != x")
+    _close(m.dist(m.expmap(x, torch.zeros_like(x)), x), torch.zeros(x.shape[:-1], dtype=dtype), eps,
+           "expmap(x, 0) != x")
     _close(m.logmap(x, x), torch.zeros_like(x), eps, "logmap(x, x) != 0")
     _close(m.dist(x, x), torch.zeros(x.shape[:-1], dtype=dtype), eps, "dist(x, x) != 0")
 

@@ -124,8 +124,8 @@ class MoserFlow(FlowObjective):
 
     def likelihood_method(self, *, solver: str = "rk4", solver_steps: int = 100) -> str:
         """How :meth:`log_prob` computes its numbers (no ODE: the solver settings do not enter)."""
-        return (f"explicit log max(eps, mu) - log Z, eps = {self.eps:g}, Z = 1 + Vol E[(eps - mu)+] by Monte Carlo over "
-                f"{self.n_mass} uniform points (log_normalizer, log_normalizer_se)")
+        return (f"explicit log max(eps, mu) - log Z, eps = {self.eps:g}, Z = 1 + Vol E[(eps - mu)+] by Monte Carlo "
+                f"over {self.n_mass} uniform points (log_normalizer, log_normalizer_se)")
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, **kwargs) -> torch.Tensor:

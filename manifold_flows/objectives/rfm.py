@@ -44,8 +44,8 @@ class RFM(FlowObjective):
         if path is not None and not isinstance(path, GeodesicPath) and coupling != "independent":
             raise ValueError("premetric paths support only the independent coupling")
         if coupling == "ot" and not manifold.exact_expmap:
-            raise ValueError(f"the OT coupling needs all pairwise distances of each batch, which {manifold} cannot give "
-                             "cheaply (heat-method log maps on the host); use the independent coupling")
+            raise ValueError(f"the OT coupling needs all pairwise distances of each batch, which {manifold} cannot "
+                             "give cheaply (heat-method log maps on the host); use the independent coupling")
         self.coupling = coupling
         self.path = GeodesicPath(manifold) if path is None else path
 

@@ -125,7 +125,8 @@ def test_corrupt_and_foreign_checkpoints_are_refused(capsys, events, tmp_path):
             code, _, err = run(capsys, *command)
             line = one_error_line(err)
             assert code == 2 and str(path) in line, (name, line)
-            assert any(w in line for w in ("empty", "not a readable checkpoint", "corrupt", "not a manifold-flows")), line
+            assert any(w in line for w in ("empty", "not a readable checkpoint", "corrupt",
+                                           "not a manifold-flows")), line
     assert not (tmp_path / "s.csv").exists()
 
 
