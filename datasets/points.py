@@ -1,4 +1,4 @@
-"""Your own points on any manifold: CSV files in the manifold's coordinates, checked row by row, and protein torsion TSVs.
+"""Your own points on any manifold: CSV files in its coordinates, checked row by row, and protein torsion TSVs.
 
 ``--data PATH.csv --manifold NAME`` reads one point per row in the coordinates of the manifold
 named by :func:`parse_manifold` (``so3``, ``spd:3``, ``poincare:2``, ``hyperboloid:2``,
@@ -40,7 +40,9 @@ followed by a proline (Pre-Pro, neither glycine nor proline themselves), and all
 
 
 def parse_manifold(spec: str) -> Manifold:
-    """The manifold named by ``spec``: ``so3`` | ``spd:N`` | ``poincare:D`` | ``hyperboloid:D`` | ``torus:D`` | ``sphere:D``.
+    """The manifold named by ``spec``.
+
+    ``spec`` is ``so3`` | ``spd:N`` | ``poincare:D`` | ``hyperboloid:D`` | ``torus:D`` | ``sphere:D``.
 
     Hyperbolic models have curvature -1; ``spd:N`` is N x N matrices; ``sphere:D`` is S^D with
     ``D + 1`` coordinates.

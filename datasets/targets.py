@@ -49,7 +49,10 @@ def axis_angle_rotation(axis: Sequence[float], angle: float) -> torch.Tensor:
 
 
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``[..., 3, 3]`` of quaternions ``q = (w, x, y, z)`` ``[...,  4]`` (normalised here; ``q`` and ``-q`` agree)."""
+    """Rotation matrices ``[..., 3, 3]`` of quaternions ``q = (w, x, y, z)`` ``[...,  4]``.
+
+    The quaternions are normalised here; ``q`` and ``-q`` give the same rotation.
+    """
     q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
     w, a, b, c = q.unbind(-1)
     rows = [1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
@@ -83,7 +86,8 @@ def matrix_to_quaternion(r: torch.Tensor) -> torch.Tensor:
 def _log_wrapped_angle_density(theta: torch.Tensor, sigma: torch.Tensor, n_images: int) -> torch.Tensor:
     """Log-density on SO(3) of ``R = M exp(hat(v))``, ``v ~ N(0, sigma^2 I_3)``, at angle ``theta`` from ``M``.
 
-    ``log p = -1.5 log(2 pi sigma^2) + log sum_k exp(-(theta + 2 pi k)^2 / (2 sigma^2)) (theta + 2 pi k)^2 / (4 sin^2(theta / 2))``
+    ``log p = -1.5 log(2 pi sigma^2)
+    + log sum_k exp(-(theta + 2 pi k)^2 / (2 sigma^2)) (theta + 2 pi k)^2 / (4 sin^2(theta / 2))``
     with ``k`` in ``[-n_images, n_images]``. The ``k = 0`` term is written as ``-2 log sinc(theta / 2)``
     (finite at ``theta = 0``); the others as ``2 log|1 + 2 pi k / theta|`` plus the same, which
     grows like ``-2 log theta``: the density is infinite at the centre, with weight
@@ -163,7 +167,7 @@ class WrappedNormalSO3(SyntheticTarget):
 
 # ---------------------------------------------------------------------------------------- SPD(n)
 def _lognormal_logprob(w: torch.Tensor, sigma: torch.Tensor, n: int) -> torch.Tensor:
-    """Log-density (Riemannian volume) of ``expm(S)`` with ``S`` isotropic normal of scale ``sigma``, at SPD ``w [..., n, n]``.
+    """Log-density (Riemannian volume) of ``expm(S)``, ``S`` isotropic normal of scale ``sigma``, at SPD ``w [..., n, n]``.
 
     The formula of :class:`manifolds.SPD`'s base: ``-|s|^2 / (2 sigma^2) - (N/2) log(2 pi sigma^2) -
     sum_{i<j} log sinhc((s_i - s_j) / 2)`` with ``s`` the logarithms of the eigenvalues and ``N = n(n+1)/2``.

@@ -13,7 +13,9 @@ from .objectives import FlowObjective
 
 
 def nll(objective: FlowObjective, x: torch.Tensor, net, cfg: TrainConfig, steps: Optional[int] = None) -> float:
-    """Mean negative log-likelihood of ``x [N, D]`` in nats (``cfg.solver`` with ``steps``, default ``cfg.solver_steps``).
+    """Mean negative log-likelihood of ``x [N, D]`` in nats.
+
+    Computed with ``cfg.solver`` and ``steps`` solver steps (default ``cfg.solver_steps``).
 
     Raises:
         FloatingPointError: if any log-likelihood is not finite (never reported as a number).

@@ -108,7 +108,10 @@ def _check_kernel_support(manifold: Manifold) -> None:
 
 
 def _log_so3_kernel(sq: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
-    """``log k`` of the SO(3) kernel (module notes) from squared Frobenius distances ``sq [B, N]`` and ``kappa [B, 1]``."""
+    """``log k`` of the SO(3) kernel (module notes).
+
+    From squared Frobenius distances ``sq [B, N]`` and concentrations ``kappa [B, 1]``.
+    """
     c2 = (1.0 - sq / 8.0).clamp(0.0, 1.0)  # cos^2(theta / 2)
     c = torch.sqrt(c2.clamp_min(torch.finfo(sq.dtype).tiny))  # zero gradient where c = 0: log cosh is even in c
     one_minus_c = (sq / 8.0).clamp(0.0, 1.0) / (1.0 + c)

@@ -47,7 +47,8 @@ class Gated(nn.Module):
 
     For GELU the native kernel's second derivative holds the Gaussian density ``exp(-z^2 / 2)``,
     which passes through the subnormal range in both tails, so clamping the input below is not
-    enough (SiLU's native kernels need only the lower clamp of :class:`TailClamped`). With the gate's argument clamped the function stays linear with slope ``gate(+-TAIL)``
+    enough (SiLU's native kernels need only the lower clamp of :class:`TailClamped`). With the gate's
+    argument clamped the function stays linear with slope ``gate(+-TAIL)``
     outside ``[-TAIL, TAIL]``, the second derivative is exactly zero there, and every value is
     normal or zero.
 

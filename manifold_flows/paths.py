@@ -1,4 +1,7 @@
-"""Conditional probability paths for flow matching: geodesic interpolation and its velocity, and simulated premetric paths."""
+"""Conditional probability paths for flow matching.
+
+Geodesic interpolation and its velocity, and simulated premetric paths.
+"""
 
 from __future__ import annotations
 
@@ -108,7 +111,10 @@ class PremetricPath(ConditionalPath):
         self.max_speed = 5.0 * math.sqrt(manifold.volume)
 
     def velocity(self, x: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``u_t(x | x1)`` ``[N, 3]`` at points ``x [N, 3]``, times ``t [N]``, with ``target`` the spectral coordinates of ``x1``."""
+        """``u_t(x | x1)`` ``[N, 3]`` at points ``x [N, 3]`` and times ``t [N]``.
+
+        ``target`` holds the spectral coordinates of ``x1``.
+        """
         d2, grad = self.distance.dist2_and_grad(x, target)
         g2 = (grad * grad).sum(-1)
         tiny = torch.finfo(x.dtype).tiny ** 0.5

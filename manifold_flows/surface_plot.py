@@ -1,4 +1,7 @@
-"""3-D figures of densities on surfaces in R^3 (triangle meshes, implicit surfaces): a small software renderer on matplotlib."""
+"""3-D figures of densities on surfaces in R^3: a small software renderer on matplotlib.
+
+The surfaces are triangle meshes and implicit surfaces.
+"""
 
 from __future__ import annotations
 

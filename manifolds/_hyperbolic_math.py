@@ -93,7 +93,10 @@ def gyration(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, c: float) -> tor
 
 
 def poincare_to_lorentz(p: torch.Tensor, c: float) -> torch.Tensor:
-    """The isometry ball -> hyperboloid: ``(1 + c|p|^2, 2 sqrt(c) p) / (sqrt(c) (1 - c|p|^2))``; ``[..., d] -> [..., d+1]``."""
+    """The isometry ball -> hyperboloid, ``[..., d] -> [..., d+1]``.
+
+    ``p`` maps to ``(1 + c|p|^2, 2 sqrt(c) p) / (sqrt(c) (1 - c|p|^2))``.
+    """
     sc = math.sqrt(c)
     p2 = dot(p, p, keepdim=True)
     gap = 1.0 - c * p2

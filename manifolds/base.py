@@ -166,7 +166,7 @@ class Manifold(geoopt.Manifold):
         return self.proju(x, u)
 
     def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Turn an ambient vector field's values ``u`` at ``x`` into a tangent field (what a network's output goes through).
+        """Turn an ambient vector field's values ``u`` at ``x`` into a tangent field (applied to a network's output).
 
         ``proju`` by default; manifolds whose ``proju`` is not a smooth function of ``x`` may drop
         parts of ``u`` that the field should not depend on first (see ``Mesh.tangent_field``).

@@ -139,7 +139,10 @@ class MeshGeodesics:
             self._ensure(ids)
 
     def log(self, fx: np.ndarray, bx: np.ndarray, fy: np.ndarray, by: np.ndarray) -> np.ndarray:
-        """``log_x(y) [N, 3]`` for points given by faces ``fx, fy [N]`` and barycentric coordinates ``bx, by [N, 3]``."""
+        """``log_x(y) [N, 3]`` for points given by faces and barycentric coordinates.
+
+        The faces are ``fx, fy [N]`` and the barycentric coordinates ``bx, by [N, 3]``.
+        """
         cx, cy = self.F[fx], self.F[fy]  # corners [N, 3]
         uniq = np.unique(cx)
         if len(uniq) > self.max_rows:  # more source rows than the memory allows at once: split the query

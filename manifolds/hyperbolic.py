@@ -1,4 +1,7 @@
-"""Hyperbolic space of curvature -c: the Poincare ball and the hyperboloid (Lorentz) model, with wrapped-normal bases."""
+"""Hyperbolic space of curvature -c: the Poincare ball and the hyperboloid (Lorentz) model.
+
+Both have wrapped-normal base distributions.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ class _Hyperbolic(Manifold):
         return f"dim={self.dim}, c={self.c}" + ("" if self.sigma == 1.0 else f", sigma={self.sigma}")
 
     def _sample_radius_vectors(self, shape, dtype, device, generator):
-        """Tangent coordinates ``v ~ N(0, sigma^2 I_d)`` at the origin, ``[*shape, d]``, and their norms ``[*shape, 1]``."""
+        """Tangent coordinates ``v ~ N(0, sigma^2 I_d)`` ``[*shape, d]`` at the origin and their norms ``[*shape, 1]``."""
         v = self.sigma * torch.randn(*batch_shape(shape), self.dim, dtype=dtype, device=device, generator=generator)
         return v, norm(v, keepdim=True)
 
@@ -57,7 +60,9 @@ class _Hyperbolic(Manifold):
 
 
 class PoincareBall(_Hyperbolic):
-    """The Poincare ball ``{x in R^d : |x| < 1/sqrt(c)}`` with metric ``lambda_x^2 <u, v>``, ``lambda_x = 2/(1 - c|x|^2)``.
+    """The Poincare ball ``{x in R^d : |x| < 1/sqrt(c)}`` with metric ``lambda_x^2 <u, v>``.
+
+    ``lambda_x = 2/(1 - c|x|^2)``.
 
     Curvature ``-c``; tangent vectors are plain vectors of ``R^d``. ``projx`` keeps points a
     relative ``16 eps`` (of the dtype) inside the boundary. Not compact: the base is the wrapped
@@ -136,7 +141,9 @@ class PoincareBall(_Hyperbolic):
         return ratio * hm.gyration(y, -x, v, self.c)
 
     def divergence_correction(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``d <grad log lambda_x, v> = 2 c d <x, v> / (1 - c|x|^2)``: the volume is ``lambda_x^d`` times Lebesgue measure.
+        """``d <grad log lambda_x, v> = 2 c d <x, v> / (1 - c|x|^2)``.
+
+        The volume is ``lambda_x^d`` times Lebesgue measure.
 
         Inside the ball ``projx`` is the identity, so divergence estimators differentiate in the
         ball's coordinates (see :meth:`manifolds.Manifold.divergence_correction`). Shapes ``[..., d] -> [...]``.
@@ -222,7 +229,9 @@ class Hyperboloid(_Hyperbolic):
         return self._lift(x[..., 1:], u[..., 1:])
 
     def normal_coordinates(self, x: torch.Tensor) -> torch.Tensor:
-        """``(log(sqrt(c) x0), r xs / |xs|)`` with ``r = asinh(sqrt(c)|xs|) / sqrt(c)`` the distance to the origin; ``[..., d+1]``.
+        """``(log(sqrt(c) x0), r xs / |xs|)`` ``[..., d+1]``, with ``r`` the distance to the origin.
+
+        ``r = asinh(sqrt(c)|xs|) / sqrt(c)``.
 
         The space part is the exponential chart at the origin; ``log(sqrt(c) x0) = log cosh(sqrt(c) r)``
         adds a smooth coordinate that grows like the distance, so the shape stays ``d + 1``.

@@ -1,4 +1,7 @@
-"""Foot points on implicit surfaces by safeguarded Newton steps: fixed work for hot loops, converged for entry points."""
+"""Foot points on implicit surfaces by safeguarded Newton steps.
+
+Fixed work for hot loops, converged for entry points.
+"""
 
 from __future__ import annotations
 
@@ -51,12 +54,18 @@ class NewtonFoot:
         return c
 
     def tolerances(self, dtype: torch.dtype) -> Tuple[float, float]:
-        """``(tight, loose)``: converged within ``16 eps`` times the box diagonal; a failure beyond ``sqrt(eps)`` times it."""
+        """``(tight, loose)`` tolerances.
+
+        Converged within ``16 eps`` times the box diagonal; a failure beyond ``sqrt(eps)`` times it.
+        """
         eps = torch.finfo(dtype).eps
         return 16 * eps * self.diagonal, math.sqrt(eps) * self.diagonal
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """First-order distance ``|f(x)| / |grad f(x)|`` to the surface, ``[..., 3] -> [...]``; ``inf`` where the gradient vanishes."""
+        """First-order distance ``|f(x)| / |grad f(x)|`` to the surface, ``[..., 3] -> [...]``.
+
+        ``inf`` where the gradient vanishes.
+        """
         fx, g = self.value_and_grad(x)
         g2 = dot(g, g)
         return torch.where(g2 > 0, fx.abs() / safe_sqrt(g2), torch.full_like(fx, math.inf))
@@ -112,7 +121,9 @@ class NewtonFoot:
 
     @torch.no_grad()
     def settle(self, y: torch.Tensor) -> torch.Tensor:
-        """Foot points ``[N, 3]`` iterated until converged (entry points; reads the device); NaN rows for non-finite inputs.
+        """Foot points ``[N, 3]`` iterated until converged (entry points; reads the device).
+
+        NaN rows for non-finite inputs.
 
         After ``steps`` steps the residual is checked. Points not yet within the tight tolerance get
         more steps, first from where they are (slow convergence from far away: Newton's linear

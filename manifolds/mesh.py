@@ -214,7 +214,7 @@ class Mesh(GeometryBuffers, Manifold):
 
     # ------------------------------------------------------------------ tangent vectors
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Projection of ``u [..., 3]`` onto the plane of the face containing ``x [..., 3]``, flux-continuous across edges.
+        """Flux-continuous projection of ``u [..., 3]`` onto the plane of the face containing ``x [..., 3]``.
 
         ``u - <n, u> n + <n, u> tau(x)``: the orthogonal projection onto the face plane plus the
         normal component ``<n, u>`` times the tilt field ``tau`` of :mod:`manifolds.mesh_tilt`,
@@ -242,7 +242,10 @@ class Mesh(GeometryBuffers, Manifold):
         return face, barycentric_in(x, self._data(x.dtype, x.device)["table"][:, face])
 
     def smooth_normal(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit normal ``[..., 3]`` interpolated from the vertex normals (continuous on the mesh; differentiable in ``x``)."""
+        """Unit normal ``[..., 3]`` interpolated from the vertex normals.
+
+        Continuous on the mesh; differentiable in ``x``.
+        """
         face, b = self.barycentric(x)
         d = self._data(x.dtype, x.device)
         nrm = (b.unsqueeze(-1) * d["vertex_normals"][d["faces"][face]]).sum(-2)
@@ -268,7 +271,10 @@ class Mesh(GeometryBuffers, Manifold):
         return out
 
     def proju_orthogonal(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Orthogonal projection ``u - <n_f, u> n_f`` onto the face plane (the Riemannian gradient of an ambient one)."""
+        """Orthogonal projection ``u - <n_f, u> n_f`` onto the face plane.
+
+        This is the Riemannian gradient of an ambient gradient ``u``.
+        """
         n = self.normal(x).to(u.dtype)
         return u - n * dot(n, u, keepdim=True)
 

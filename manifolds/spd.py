@@ -219,7 +219,10 @@ class SPD(Manifold):
 
     @staticmethod
     def _symmetric_normal(g: torch.Tensor) -> torch.Tensor:
-        """Symmetric matrices with ``N(0, 1)`` diagonal and ``N(0, 1/2)`` off-diagonal entries from ``[..., n, n]`` normals."""
+        """Symmetric matrices with ``N(0, 1)`` diagonal and ``N(0, 1/2)`` off-diagonal entries.
+
+        Built from ``[..., n, n]`` standard normals ``g``.
+        """
         low = torch.tril(g, diagonal=-1) * math.sqrt(0.5)
         return low + low.transpose(-1, -2) + torch.diag_embed(g.diagonal(dim1=-2, dim2=-1))
 

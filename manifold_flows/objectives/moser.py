@@ -186,7 +186,10 @@ class MoserFlow(FlowObjective):
     @torch.no_grad()
     def negative_mass(self, n: int = 100_000, *, net: Optional[nn.Module] = None,
                       generator: Optional[torch.Generator] = None) -> Dict[str, float]:
-        """Monte Carlo over ``n`` uniform points: ``int mu_-`` (mass below zero), ``int mu`` (should be 1), and standard errors."""
+        """Monte Carlo over ``n`` uniform points: ``int mu_-`` (mass below zero) and ``int mu`` (should be 1).
+
+        Also returns the standard errors of both.
+        """
         p = next(self.net.parameters())
         y = self.manifold.random_base(n, dtype=p.dtype, device=p.device, generator=generator)
         mu = torch.cat([self.density(c, net=net) for c in torch.split(y, 4096)]) * math.exp(self.log_volume)

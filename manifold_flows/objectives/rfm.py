@@ -50,7 +50,10 @@ class RFM(FlowObjective):
         self.path = GeodesicPath(manifold) if path is None else path
 
     def prepare(self, train: torch.Tensor, val: torch.Tensor) -> Dict[str, Any]:
-        """Let the path see the training points (a :class:`~manifold_flows.geodesic_bank.GeodesicBank` traces its first bank)."""
+        """Let the path see the training points.
+
+        A :class:`~manifold_flows.geodesic_bank.GeodesicBank` traces its first bank here.
+        """
         self.path.prepare(train)
         return {}
 
