@@ -35,7 +35,8 @@ def median_seconds(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 
     return statistics.median(times)
 
 
-def interleaved_medians(fns: Dict[str, Callable[[], object]], *, repeats: int = 15, warmup: int = 2) -> Dict[str, float]:
+def interleaved_medians(fns: Dict[str, Callable[[], object]], *, repeats: int = 15,
+                        warmup: int = 2) -> Dict[str, float]:
     """Median seconds of each function, timed in interleaved rounds so drifts in machine load hit all alike."""
     for _ in range(warmup):
         for fn in fns.values():

@@ -35,9 +35,9 @@ def run(method: str, data: str, steps: int) -> dict:
         if (rec["method"], rec["data"], rec["steps"]) == (method, data, steps):
             return rec
     out = ROOT / "runs" / "bench-longrun" / f"{method}-{data}"
-    cmd = [sys.executable, "-m", "manifold_flows.cli", "train", "--data", data, "--method", method, "--steps", str(steps),
-           "--eval-every", "500", "--val-solver-steps", "10", "--out", str(out), "--overwrite", "--no-progress",
-           "--no-plot"]
+    cmd = [sys.executable, "-m", "manifold_flows.cli", "train", "--data", data, "--method", method,
+           "--steps", str(steps), "--eval-every", "500", "--val-solver-steps", "10", "--out", str(out), "--overwrite",
+           "--no-progress", "--no-plot"]
     print("$", " ".join(cmd[2:]), flush=True)
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if res.returncode != 0:

@@ -42,7 +42,8 @@ def sphere_exp(x, u):
 
 def sphere_dist(x, y, keepdim=False):
     return 2 * torch.atan2(
-        torch.linalg.vector_norm(x - y, dim=-1, keepdim=keepdim), torch.linalg.vector_norm(x + y, dim=-1, keepdim=keepdim)
+        torch.linalg.vector_norm(x - y, dim=-1, keepdim=keepdim),
+        torch.linalg.vector_norm(x + y, dim=-1, keepdim=keepdim),
     )
 
 
@@ -99,7 +100,8 @@ PLAIN = {
 
 # ---------------------------------------------------------------- textbook formulas of the matrix and hyperbolic spaces
 def _vee(m):
-    return 0.5 * torch.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1)
+    return 0.5 * torch.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]],
+                             -1)
 
 
 def _hat(w):

@@ -239,8 +239,8 @@ def bench_paths(args) -> None:
             m = train(cfg)
             data = load_data(cfg)
             fine = _fine_test_nll(cfg, data)
-            res = {"k": k, "path": path, "steps": cfg.steps, "rate": rate, "test_nll": m["test_nll"], "test_nll_fine": fine,
-                   "entropy": data["target"].entropy()[0]}
+            res = {"k": k, "path": path, "steps": cfg.steps, "rate": rate, "test_nll": m["test_nll"],
+                   "test_nll_fine": fine, "entropy": data["target"].entropy()[0]}
             results.append(res)
             print(json.dumps(res), flush=True)
             with open(out_root / "paths.jsonl", "a") as f:

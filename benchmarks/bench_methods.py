@@ -44,9 +44,9 @@ def run(kind: str, data: str, method: str, seed: int, minutes: float, args) -> D
     cfg = budgeted_config(cfg, minutes)
     m = train(cfg)
     rec = {"kind": kind, "data": data, "method": method, "seed": seed, "minutes": minutes, "steps": cfg.steps,
-           **{k: m[k] for k in ("test_nll", "val_nll", "base_nll", "train_seconds", "target_nll", "gap", "negative_mass",
-                                "total_mass", "explicit_nll", "ode_nll", "ode_abs_diff_mean", "ode_abs_diff_max",
-                                "path_nll") if k in m}}
+           **{k: m[k] for k in ("test_nll", "val_nll", "base_nll", "train_seconds", "target_nll", "gap",
+                                "negative_mass", "total_mass", "explicit_nll", "ode_nll", "ode_abs_diff_mean",
+                                "ode_abs_diff_max", "path_nll") if k in m}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -59,7 +59,8 @@ def bench_earth(args) -> None:
     for data in args.datasets:
         for method in args.methods:
             for seed in args.seeds:
-                recs.setdefault(data, {}).setdefault(method, []).append(run("earth", data, method, seed, args.minutes, args))
+                rec = run("earth", data, method, seed, args.minutes, args)
+                recs.setdefault(data, {}).setdefault(method, []).append(rec)
     rows = []
     for method in args.methods:
         cells = []
@@ -149,7 +150,8 @@ class Counted:
 def bench_speed(args) -> None:
     torch.manual_seed(0)
     sphere = Sphere(2)
-    cfgs = {m: TrainConfig(data="earthquake", method=m, hidden=args.hidden, depth=args.depth, batch_size=args.batch_size)
+    cfgs = {m: TrainConfig(data="earthquake", method=m, hidden=args.hidden, depth=args.depth,
+                           batch_size=args.batch_size)
             for m in args.methods}
     data = load_data(cfgs[args.methods[0]])
     x = data["train"].to(torch.float32)
@@ -200,7 +202,8 @@ def bench_speed(args) -> None:
     lines += ["", f"Function evaluations of dopri5 (atol = rtol = 1e-5) on the trained earthquake models (seed 0), "
               f"{args.nfe_points} points, and wall-clock seconds; the last column is what fixed-step RK4 with "
               f"{args.solver_steps} steps uses for either task:", "",
-              "| method | sample NFE | sample s | likelihood NFE | likelihood s | RK4 NFE |", "|---|---|---|---|---|---|", *rows]
+              "| method | sample NFE | sample s | likelihood NFE | likelihood s | RK4 NFE |",
+              "|---|---|---|---|---|---|", *rows]
     body = "\n".join(lines)
     print(body)
     write_section("Three objectives: step cost and function evaluations", body)

@@ -93,10 +93,10 @@ def bench_earth(args) -> None:
             protocol = "distinct points" if dedupe else "all rows"
             nlls, base = [], []
             for seed in args.seeds:
-                cfg = TrainConfig(data=name, method="rfm", seed=seed, dedupe=dedupe, out=str(ROOT / "runs" / "bench" /
-                                  f"{name}-{'dedupe' if dedupe else 'all'}-{seed}"), hidden=args.hidden, depth=args.depth,
-                                  batch_size=args.batch_size, lr=args.lr, plot=False, progress=False,
-                                  solver_steps=args.solver_steps)
+                out = ROOT / "runs" / "bench" / f"{name}-{'dedupe' if dedupe else 'all'}-{seed}"
+                cfg = TrainConfig(data=name, method="rfm", seed=seed, dedupe=dedupe, out=str(out),
+                                  hidden=args.hidden, depth=args.depth, batch_size=args.batch_size, lr=args.lr,
+                                  plot=False, progress=False, solver_steps=args.solver_steps)
                 cfg = budgeted_config(cfg, args.minutes)
                 m = train(cfg)
                 nlls.append(m["test_nll"])
@@ -216,7 +216,8 @@ def bench_speed(args) -> None:
         obj.net.load_state_dict(torch.load(Path(cfg.out) / "best.pt", weights_only=False)["ema"])
         test = load_data(cfg)["test"].to(torch.float32)
         for method in ("euler", "rk4"):
-            res[(coupling, method)] = [float(-obj.log_prob(test, solver_steps=s, solver=method).mean()) for s in steps_list]
+            res[(coupling, method)] = [float(-obj.log_prob(test, solver_steps=s, solver=method).mean())
+                                       for s in steps_list]
         res[(coupling, "target")] = m["target_nll"]
         res[(coupling, "steps")] = cfg.steps
     header = "| coupling | solver | " + " | ".join(str(s) for s in steps_list) + " |"

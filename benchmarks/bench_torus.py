@@ -72,7 +72,8 @@ def speed(dims: List[int], repeats: int) -> None:
         gen = torch.Generator().manual_seed(0)
         fns = {"rfm": _step(RFM(m, VectorField(m, hidden=HIDDEN, depth=DEPTH)), x, gen)}
         for est in ("exact", "hutchinson"):
-            net = VectorField(m, hidden=HIDDEN, depth=DEPTH, activation="softplus100", time_dependent=False, zero_init=True)
+            net = VectorField(m, hidden=HIDDEN, depth=DEPTH, activation="softplus100", time_dependent=False,
+                              zero_init=True)
             fns[f"moser_{est}"] = _step(MoserFlow(m, net, divergence=est), x, gen)
             ppd = PPD(m, VectorField(m, hidden=HIDDEN, depth=DEPTH), norm=1, divergence=est, kappa1=100.0, uniform=0.01)
             ppd.prepare(x, val)
@@ -110,8 +111,8 @@ def gap(dims: List[int], minutes: float, seed: int, ablation_dims: List[int]) ->
         rec = run_cli(tag, f"torus_mixture_t{d}", "rfm", minutes, seed, [], gaps_file, ROOT / "runs" / "bench-torus")
         if rec is None:
             continue
-        have = [r for r in load_results(RESULTS) if r.get("kind") == "noise" and r["dim"] == d and r["minutes"] == minutes
-                and r["seed"] == seed]
+        have = [r for r in load_results(RESULTS)
+                if r.get("kind") == "noise" and r["dim"] == d and r["minutes"] == minutes and r["seed"] == seed]
         if have:
             continue
         obj, data = _load_best(ROOT / "runs" / "bench-torus" / f"{tag}-m{minutes:g}-s{seed}")
@@ -155,7 +156,8 @@ def report() -> None:
                       f"{s['likelihood_s']['exact']:.2f} / {s['likelihood_s']['hutchinson']:.2f}"]
         else:
             cells += [""] * 4
-        cells += [f"{g['test_nll']:.3f}", f"{g['target_nll']:.3f}", f"{g['gap']:.3f}", str(g["steps"])] if g else [""] * 4
+        cells += ([f"{g['test_nll']:.3f}", f"{g['target_nll']:.3f}", f"{g['gap']:.3f}", str(g["steps"])] if g
+                  else [""] * 4)
         cells.append(f"{n['se_1000']:.4f}" if n else "")
         rows.append("| " + " | ".join(cells) + " |")
     if variants:

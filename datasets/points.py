@@ -61,7 +61,8 @@ def parse_manifold(spec: str) -> Manifold:
     if not size.isdigit() or int(size) < 1:
         raise ValueError(f"manifold {spec!r} needs a size >= 1 after the colon ({valid})")
     n = int(size)
-    return {"spd": SPD, "poincare": PoincareBall, "hyperboloid": Hyperboloid, "torus": FlatTorus, "sphere": Sphere}[kind](n)
+    classes = {"spd": SPD, "poincare": PoincareBall, "hyperboloid": Hyperboloid, "torus": FlatTorus, "sphere": Sphere}
+    return classes[kind](n)
 
 
 def _row_problem(manifold: Manifold, x: torch.Tensor) -> Tuple[torch.Tensor, List[str]]:

@@ -167,7 +167,9 @@ class WrappedNormalSO3(SyntheticTarget):
 
 # ---------------------------------------------------------------------------------------- SPD(n)
 def _lognormal_logprob(w: torch.Tensor, sigma: torch.Tensor, n: int) -> torch.Tensor:
-    """Log-density (Riemannian volume) of ``expm(S)``, ``S`` isotropic normal of scale ``sigma``, at SPD ``w [..., n, n]``.
+    """Log-density (Riemannian volume) at SPD ``w [..., n, n]`` of ``expm(S)``, ``S`` isotropic normal.
+
+    ``sigma`` is the scale of ``S``.
 
     The formula of :class:`manifolds.SPD`'s base: ``-|s|^2 / (2 sigma^2) - (N/2) log(2 pi sigma^2) -
     sum_{i<j} log sinhc((s_i - s_j) / 2)`` with ``s`` the logarithms of the eigenvalues and ``N = n(n+1)/2``.

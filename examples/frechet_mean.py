@@ -73,7 +73,8 @@ def main() -> None:
 
     # 2) brute force: a skewed random cluster (a wide spread where the intrinsic and extrinsic means differ)
     centre = sphere.random_base(dtype=torch.float64)
-    tangent = sphere.proju(centre, torch.randn(args.n, 3, dtype=torch.float64) * torch.tensor([1.2, 0.3, 0.6], dtype=torch.float64))
+    spread = torch.tensor([1.2, 0.3, 0.6], dtype=torch.float64)
+    tangent = sphere.proju(centre, torch.randn(args.n, 3, dtype=torch.float64) * spread)
     cluster = sphere.expmap(centre.expand(args.n, 3), tangent)
     sphere.assert_check_point(cluster)
     ours = frechet_mean(sphere, cluster, args.steps)

@@ -45,8 +45,8 @@ METHOD_OPTIONS: Dict[str, Tuple[str, ...]] = {
 SPHERE_FOURIER: Dict[str, Tuple[int, float]] = {"rfm": (128, 16.0), "moser": (64, 8.0), "ppd": (128, 16.0)}
 """Random Fourier features (count, scale) of each method on spheres (see :meth:`TrainConfig.resolved_for`)."""
 
-RESUMABLE = ("steps", "minutes", "lr", "weight_decay", "warmup", "ema", "batch_size", "eval_every", "solver_steps", "device",
-             "plot", "progress", "out")
+RESUMABLE = ("steps", "minutes", "lr", "weight_decay", "warmup", "ema", "batch_size", "eval_every", "solver_steps",
+             "device", "plot", "progress", "out")
 """Fields a resumed run may change; the change takes effect from the resumed step (the learning-rate
 schedule is recomputed for the new ``steps``, ``lr``, ``warmup``). Every other field defines the model,
 the data, the split, the objective or the validation score that picks the best checkpoint, and must match."""

@@ -208,7 +208,8 @@ def plot_other_manifold(objective, net, points: torch.Tensor, path: Path, *, cfg
     """The figure of a model on SO(3), hyperbolic space, SPD(2) or a torus T^d with d > 2; None for other manifolds."""
     m: Manifold = objective.manifold
     kind = ("so3" if isinstance(m, SO3) else "disk" if isinstance(m, (PoincareBall, Hyperboloid))
-            else "spd2" if isinstance(m, SPD) and m.n == 2 else "pairs" if isinstance(m, FlatTorus) and m.dim > 2 else None)
+            else "spd2" if isinstance(m, SPD) and m.n == 2
+            else "pairs" if isinstance(m, FlatTorus) and m.dim > 2 else None)
     if kind is None:
         return None
     p = next(net.parameters())

@@ -98,7 +98,8 @@ class GeodesicBank(ConditionalPath):
         if not mesh.has_geodesics:
             raise ValueError(f"{mesh} has no geodesics")
         object.__setattr__(self, "mesh", mesh)
-        self.n_pairs, self.states, self.sources, self.refresh, self.chunk = pairs, states, min(sources, pairs), refresh, chunk
+        self.n_pairs, self.states, self.sources = pairs, states, min(sources, pairs)
+        self.refresh, self.chunk = refresh, chunk
         self.targets_per_pair = 1
         self._gen = torch.Generator().manual_seed(seed)
         self._data: Optional[torch.Tensor] = None

@@ -156,7 +156,8 @@ def kernel_log_matrix(manifold: Manifold, x: torch.Tensor, centres: torch.Tensor
             out = out + _log_so3_kernel(torch.cdist(xf, cf).pow(2), kap)
         elif isinstance(m, FlatTorus):
             # sum_j kappa (cos(x_j - c_j) - 1) = -2 kappa sum_j sin^2((x_j - c_j) / 2)
-            out = out - 2.0 * kap * _torus_half_chord(xf, cf) + m.dim * _log_vmf_offset(1, kappa).unsqueeze(-1)  # von Mises = vMF on S^1
+            # von Mises = vMF on S^1
+            out = out - 2.0 * kap * _torus_half_chord(xf, cf) + m.dim * _log_vmf_offset(1, kappa).unsqueeze(-1)
         else:  # Euclidean: N(x; a c, (1 - a^2) I) with a^2 = kappa / (1 + kappa), 1 - a^2 = 1 / (1 + kappa)
             a = torch.sqrt(kap / (1.0 + kap))
             sq = (xf.unsqueeze(-2) - a.unsqueeze(-1) * cf).pow(2).sum(-1)

@@ -52,7 +52,8 @@ def sphere_map(
     lat_c, lon_c = 0.5 * (lat[1:] + lat[:-1]), 0.5 * (lon[1:] + lon[:-1])
     grid_lon, grid_lat = np.meshgrid(lon_c, lat_c)
     with torch.no_grad():
-        lp = log_prob(latlon_to_xyz(torch.from_numpy(np.stack([grid_lat.ravel(), grid_lon.ravel()], -1)))).double().cpu().numpy().reshape(grid_lat.shape)
+        grid = latlon_to_xyz(torch.from_numpy(np.stack([grid_lat.ravel(), grid_lon.ravel()], -1)))
+        lp = log_prob(grid).double().cpu().numpy().reshape(grid_lat.shape)
     fig = Figure(figsize=(10, 5.6), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1, projection=ccrs.Robinson())

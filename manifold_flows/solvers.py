@@ -143,8 +143,8 @@ def time_grid(
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if float(t0) == float(t1):
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {float(t0)}")
-    return torch.linspace(float(t0), float(t1), steps + 1, dtype=torch.float64).to(dtype=dtype or torch.get_default_dtype(),
-                                                                                  device=device)
+    grid = torch.linspace(float(t0), float(t1), steps + 1, dtype=torch.float64)
+    return grid.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
 def check_time_grid(t, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -242,7 +242,8 @@ def _scene(manifold: Manifold, perm: List[int]) -> _Scene:
         if orientation < 0:
             normals = -normals
     centre, half = 0.5 * (lo + hi), np.maximum(0.5 * (hi - lo), 1e-9 * max(1.0, float(np.abs(hi - lo).max())))
-    return _Scene(tri, normals, orientation, cloud, query, centre, half, *(shape if shape is not None else (None, None)))
+    return _Scene(tri, normals, orientation, cloud, query, centre, half,
+                  *(shape if shape is not None else (None, None)))
 
 
 def _colour_scale(density: np.ndarray):
@@ -293,7 +294,8 @@ def _density_panel(ax, scene: _Scene, colours: np.ndarray, elev: float, azim: fl
     eye = _eye(elev, azim)
     if scene.tri is not None:
         fc = _shaded(scene, colours, eye)
-        ax.add_collection3d(Poly3DCollection(scene.tri, facecolors=fc, edgecolors=fc, linewidths=0.3, antialiased=False))
+        ax.add_collection3d(Poly3DCollection(scene.tri, facecolors=fc, edgecolors=fc, linewidths=0.3,
+                                             antialiased=False))
     else:
         front = _visible(scene.cloud, scene.cloud, eye, 48, scene.extent)
         ax.scatter(*scene.cloud[front].T, c=colours[front], s=2.0, linewidths=0, depthshade=False)
@@ -415,7 +417,8 @@ def surface_density(
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, label="density", extend="max" if beyond else "neither")
     if overlay:
         elev, azim = views[0]
-        _overlay_panel(_axes(fig, grid[0, slot[len(views)]], scene, elev, azim), scene, perm, samples, points, elev, azim)
+        _overlay_panel(_axes(fig, grid[0, slot[len(views)]], scene, elev, azim), scene, perm, samples, points,
+                       elev, azim)
     if title:
         fig.suptitle(title)
     path = Path(path)

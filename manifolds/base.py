@@ -37,8 +37,9 @@ def batch_shape(shape: Tuple[Shape, ...]) -> Tuple[int, ...]:
 
 
 CHECKED_METHODS = (
-    "projx", "proju", "proju_orthogonal", "tangent_field", "geodesic", "expmap", "logmap", "transp", "inner", "norm", "dist", "dist2", "retr",
-    "egrad2rgrad", "base_logprob", "divergence_correction", "normal_coordinates", "expmap_transp", "retr_transp", "transp_follow_expmap", "transp_follow_retr",
+    "projx", "proju", "proju_orthogonal", "tangent_field", "geodesic", "expmap", "logmap", "transp", "inner", "norm",
+    "dist", "dist2", "retr", "egrad2rgrad", "base_logprob", "divergence_correction", "normal_coordinates",
+    "expmap_transp", "retr_transp", "transp_follow_expmap", "transp_follow_retr",
 )
 """Public operations whose point and vector arguments are checked on entry (trailing dimension, floating dtype)."""
 POINT_ARGUMENTS = ("x", "y", "u", "v")
@@ -343,13 +344,15 @@ class Manifold(geoopt.Manifold):
         if not bool(finite.all()):
             bad = (~finite).nonzero()
             kind = "NaN" if bool(torch.isnan(x).any()) else "inf"
-            return f"'{name}' contains {kind} values at {bad.shape[0]} point(s), first at index {tuple(bad[0].tolist())}"
+            return (f"'{name}' contains {kind} values at {bad.shape[0]} point(s), "
+                    f"first at index {tuple(bad[0].tolist())}")
         return None
 
     def _check_shape(self, shape: Tuple[int, ...], name: str):
         """The geoopt shape hook: trailing dimension must equal ``ambient_dim``."""
         if len(shape) < 1 or shape[-1] != self.ambient_dim:
-            return False, f"'{name}' has shape {tuple(shape)} but {self} needs a trailing dimension of {self.ambient_dim}"
+            return False, (f"'{name}' has shape {tuple(shape)} but {self} needs a trailing dimension of "
+                           f"{self.ambient_dim}")
         return True, None
 
     def check_point(self, x: torch.Tensor, *, atol: Optional[float] = None) -> Tuple[bool, Optional[str]]:
@@ -405,7 +408,8 @@ class Manifold(geoopt.Manifold):
             raise ValueError(f"{self}: {reason}")
 
     # geoopt's own entry points, routed through the checks above
-    def check_point_on_manifold(self, x: torch.Tensor, *, explain: bool = False, atol: float = 1e-5, rtol: float = 1e-5):
+    def check_point_on_manifold(self, x: torch.Tensor, *, explain: bool = False, atol: float = 1e-5,
+                                rtol: float = 1e-5):
         """The geoopt point check, routed through :meth:`check_point` (``rtol`` is ignored).
 
         Returns ``ok``, or ``(ok, reason)`` with ``explain=True``.
@@ -444,7 +448,8 @@ class Manifold(geoopt.Manifold):
             return True, None
         worst, idx = self._worst(err)
         n_bad = int(bad.sum())
-        return False, f"{n_bad} point(s) {what}; worst error {worst:.3g} at index {idx} (tolerance {float(torch.as_tensor(limit).max()):.1g})"
+        tol = float(torch.as_tensor(limit).max())
+        return False, f"{n_bad} point(s) {what}; worst error {worst:.3g} at index {idx} (tolerance {tol:.1g})"
 
     def extra_repr(self) -> str:
         """The intrinsic dimension, for ``repr``."""

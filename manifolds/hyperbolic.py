@@ -48,7 +48,10 @@ class _Hyperbolic(Manifold):
         return f"dim={self.dim}, c={self.c}" + ("" if self.sigma == 1.0 else f", sigma={self.sigma}")
 
     def _sample_radius_vectors(self, shape, dtype, device, generator):
-        """Tangent coordinates ``v ~ N(0, sigma^2 I_d)`` ``[*shape, d]`` at the origin and their norms ``[*shape, 1]``."""
+        """Tangent coordinates ``v ~ N(0, sigma^2 I_d)`` ``[*shape, d]`` at the origin, and their norms.
+
+        The norms have shape ``[*shape, 1]``.
+        """
         v = self.sigma * torch.randn(*batch_shape(shape), self.dim, dtype=dtype, device=device, generator=generator)
         return v, norm(v, keepdim=True)
 

@@ -131,7 +131,8 @@ class ImplicitSurface(AmbientMetric, Manifold):
                 if t.is_floating_point():
                     self._work_dtype, self._work_device = t.dtype, t.device
                     break
-        self.short_draws = torch.zeros((), dtype=torch.long)  # shell draws that caught too few points (see shell_sample)
+        # shell draws that caught too few points (see shell_sample)
+        self.short_draws = torch.zeros((), dtype=torch.long)
         self.foot = NewtonFoot(self._value_and_grad, (self._lo, self._hi), self.newton_steps, n_rescue=self.n_rescue)
         self._check_callables()
         if area is None:

@@ -13,7 +13,8 @@ MAX_CHUNK = 1 << 20
 """Box points evaluated at once."""
 
 
-def box_points(foot: NewtonFoot, n: int, dtype: torch.dtype, device, generator: Optional[torch.Generator]) -> torch.Tensor:
+def box_points(foot: NewtonFoot, n: int, dtype: torch.dtype, device,
+               generator: Optional[torch.Generator]) -> torch.Tensor:
     """``n`` uniform points ``[n, 3]`` in the surface's bounding box."""
     c = foot.consts(dtype, device)
     u = torch.rand(n, 3, dtype=dtype, device=device, generator=generator)

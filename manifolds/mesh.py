@@ -364,7 +364,10 @@ class Mesh(GeometryBuffers, Manifold):
         shape = batch_shape(shape)
         n = math.prod(shape)
         dtype = dtype or torch.get_default_dtype()
-        device = torch.device(device) if device is not None else (generator.device if generator is not None else torch.device("cpu"))
+        if device is not None:
+            device = torch.device(device)
+        else:
+            device = generator.device if generator is not None else torch.device("cpu")
         cdf = self._data(torch.float64, device)["area_cdf"]
         u = torch.rand(n, dtype=torch.float64, device=device, generator=generator)
         face = torch.searchsorted(cdf, u, right=True).clamp_max(self.n_faces - 1)

@@ -248,7 +248,8 @@ class ClosestPointIndex(GeometryBuffers, nn.Module):
         return best
 
     @torch.no_grad()
-    def closest(self, x: torch.Tensor, *, exact: bool, chunk: int = 8192) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def closest(self, x: torch.Tensor, *, exact: bool,
+                chunk: int = 8192) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(face [...], bary [..., 3], point [..., 3])`` of the closest points to ``x [..., 3]`` (no input checks)."""
         shape = x.shape[:-1]
         q = x.detach().reshape(-1, 3)

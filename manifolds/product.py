@@ -132,7 +132,8 @@ class ProductManifold(Manifold):
         lead = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1], v.shape[:-1])
         xs, us, vs = (self.split(t.expand(lead + t.shape[-1:])) for t in (x, u, v))
         return torch.cat(
-            [m.component_inner(a, b, c).expand(lead + (n,)) for m, n, a, b, c in zip(self.factors, self.sizes, xs, us, vs)],
+            [m.component_inner(a, b, c).expand(lead + (n,))
+             for m, n, a, b, c in zip(self.factors, self.sizes, xs, us, vs)],
             dim=-1,
         )
 

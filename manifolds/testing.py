@@ -346,7 +346,8 @@ def base_is_stationary(m: Manifold, dtype: torch.dtype, seed: int) -> None:
         div = _divergence(m, field, x) if ambient else _surface_divergence(m, field, x)
         terms = div + m.inner(x, score, v) + (volume_term * v).sum(-1)
         mean, se = terms.mean().item(), terms.std().item() / math.sqrt(n)
-        assert abs(mean) <= 5 * se + 1e-9, f"Stein identity fails for field {trial}: mean {mean:.3g} (std. error {se:.2g})"
+        assert abs(mean) <= 5 * se + 1e-9, (f"Stein identity fails for field {trial}: mean {mean:.3g} "
+                                            f"(std. error {se:.2g})")
 
 
 @_property
@@ -389,7 +390,8 @@ def base_logprob_integrates_to_one(m: Manifold, dtype: torch.dtype, seed: int) -
 
 def _tangent_basis(m: Manifold, o: torch.Tensor) -> torch.Tensor:
     """``dim`` tangent vectors ``[d, D]`` at the point ``o`` ``[D]``, orthonormal for the metric at ``o``."""
-    b = m.proju(o.expand(m.ambient_dim, -1), torch.randn(m.ambient_dim, m.ambient_dim, dtype=o.dtype, generator=_gen(5)))
+    b = m.proju(o.expand(m.ambient_dim, -1),
+                torch.randn(m.ambient_dim, m.ambient_dim, dtype=o.dtype, generator=_gen(5)))
     gram = m.inner(o, b[:, None, :], b[None, :, :])
     evals, evecs = torch.linalg.eigh(gram)
     top = slice(m.ambient_dim - m.dim, m.ambient_dim)

@@ -25,9 +25,9 @@ def _write(path, rows, header=None):
     return path
 
 
-@pytest.mark.parametrize("spec, kind, dim", [("so3", mf.SO3, 3), ("spd:3", mf.SPD, 6), ("poincare:2", mf.PoincareBall, 2),
-                                             ("hyperboloid:4", mf.Hyperboloid, 4), ("torus:10", mf.FlatTorus, 10),
-                                             ("Sphere:3", mf.Sphere, 3)])
+@pytest.mark.parametrize("spec, kind, dim", [("so3", mf.SO3, 3), ("spd:3", mf.SPD, 6),
+                                             ("poincare:2", mf.PoincareBall, 2), ("hyperboloid:4", mf.Hyperboloid, 4),
+                                             ("torus:10", mf.FlatTorus, 10), ("Sphere:3", mf.Sphere, 3)])
 def test_parse_manifold(spec, kind, dim):
     m = parse_manifold(spec)
     assert isinstance(m, kind) and m.dim == dim

@@ -1,4 +1,7 @@
-"""Defects that came from capabilities spread over flags, hasattr probes and isinstance checks; each test failed before."""
+"""Defects that came from capabilities spread over flags, hasattr probes and isinstance checks.
+
+Each test failed before.
+"""
 
 import numpy as np
 import pytest

@@ -78,8 +78,8 @@ def test_two_process_gloo_run(tmp_path, method):
     # moser differentiates a divergence (double backward) through DistributedDataParallel
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "manifold_flows.cli", "train", "--data", "volcano", "--method", method, "--steps", "10", "--eval-every", "10",
-           "--out", str(out), "--no-plot", *TINY]
+           "-m", "manifold_flows.cli", "train", "--data", "volcano", "--method", method, "--steps", "10",
+           "--eval-every", "10", "--out", str(out), "--no-plot", *TINY]
     res = subprocess.run(
         cmd,
         capture_output=True, text=True, cwd=ROOT, timeout=600,

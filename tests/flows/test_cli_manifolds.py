@@ -1,4 +1,7 @@
-"""The command line on SO(3), SPD(2), hyperbolic space, high-dimensional tori and protein torsions: train, evaluate, sample."""
+"""The command line's train, evaluate and sample on SO(3), SPD(2), hyperbolic space, tori and protein torsions.
+
+The tori are high-dimensional.
+"""
 
 import csv
 import json
@@ -47,7 +50,8 @@ def test_train_evaluate_sample(tmp_path, capsys, case):
         data = _write_points(tmp_path / "points.csv", data[4:])
         extra = ["--manifold", manifold]
     out = tmp_path / "run"
-    code, stdout, err = _run(capsys, "train", "--data", data, "--method", method, "--out", out, "--no-plot", *extra, *TINY)
+    code, stdout, err = _run(capsys, "train", "--data", data, "--method", method, "--out", out, "--no-plot", *extra,
+                             *TINY)
     assert code == 0, err
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 4 and m["test_nll"] == m["test_nll"]

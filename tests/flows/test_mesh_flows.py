@@ -45,7 +45,8 @@ def test_premetric_path_shrinks_distance_linearly(bunny, kind):
         assert d.tau == pytest.approx(2 / bunny.eigenpairs(60)[0][9])
     path = PremetricPath(bunny, d, steps=40)
     g = torch.Generator().manual_seed(0)
-    x0, x1 = bunny.random_base(32, dtype=torch.float64, generator=g), bunny.random_base(32, dtype=torch.float64, generator=g)
+    x0 = bunny.random_base(32, dtype=torch.float64, generator=g)
+    x1 = bunny.random_base(32, dtype=torch.float64, generator=g)
     ps = path.sample(x0, x1, torch.zeros(32, dtype=torch.float64))  # offset 0: the grid j / steps
     assert ps.xt.shape == (40 * 32, 3) and ps.t.shape == (40 * 32,)
     bunny.assert_check_point(ps.xt)
@@ -218,7 +219,10 @@ def test_implicit_dataset():
 @pytest.mark.parametrize("method", ["rfm", "moser"])
 def test_cli_mesh_end_to_end(method, tmp_path):
     out = tmp_path / method
-    extra = ["--batch-size", "256", "--sim-steps", "16", "--n-eigs", "40"] if method == "rfm" else ["--batch-size", "64"]
+    if method == "rfm":
+        extra = ["--batch-size", "256", "--sim-steps", "16", "--n-eigs", "40"]
+    else:
+        extra = ["--batch-size", "64"]
     res = cli("train", "--data", "mesh:bunny", "--density", "eig:10", "--method", method, "--steps", 12,
               "--eval-every", 6, "--out", out, *TINY, *extra)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -47,7 +47,8 @@ class SyncWatch(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-MANIFOLDS = {"S2": lambda: Sphere(2), "T2": lambda: FlatTorus(2), "S2xT1": lambda: ProductManifold(Sphere(2), FlatTorus(1))}
+MANIFOLDS = {"S2": lambda: Sphere(2), "T2": lambda: FlatTorus(2),
+             "S2xT1": lambda: ProductManifold(Sphere(2), FlatTorus(1))}
 
 
 def _torus_mesh():

@@ -1,4 +1,6 @@
-"""Reliability: bad options, corrupt and foreign checkpoints, changed data, resume rules, kills, Ctrl-C, concurrent runs.
+"""Reliability: bad options, bad checkpoints, changed data, resume rules, kills, Ctrl-C, concurrent runs.
+
+The checkpoints are corrupt or foreign ones.
 
 Every expected failure must reach the user as one line ``error: ...`` with exit code 2, and no
 fault may lose or silently corrupt a run.
@@ -151,8 +153,8 @@ def test_changed_data_is_an_error_unless_allowed(capsys, events, tmp_path):
         assert code == 2 and "changed since it was trained" in one_error_line(err) and "n_" in err
         code, stdout, _ = run(capsys, "evaluate", out, "--allow-data-change")
         assert code == 0 and "data_changed" in json.loads(stdout)
-        code, _, err = run(capsys, "train", "--data", csv, "--steps", "9", "--eval-every", "3", "--out", out, "--resume",
-                           *TINY)
+        code, _, err = run(capsys, "train", "--data", csv, "--steps", "9", "--eval-every", "3", "--out", out,
+                           "--resume", *TINY)
         assert code == 2 and "--allow-data-change" in one_error_line(err)
     finally:
         csv.write_text(text)
@@ -214,9 +216,9 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path):
     assert "Traceback" not in stderr and "--resume" in stderr
     step = load_checkpoint(out / "last.pt")["step"]
     assert step >= 20 and f"interrupted at step {step}" in stderr
-    res = subprocess.run([sys.executable, "-m", "manifold_flows.cli", "train", "--data", "volcano", "--steps", str(step + 5),
-                          "--eval-every", "20", "--out", str(out), "--resume", *TINY], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-m", "manifold_flows.cli", "train", "--data", "volcano",
+                          "--steps", str(step + 5), "--eval-every", "20", "--out", str(out), "--resume", *TINY],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "metrics.json").read_text())["steps"] == step + 5
 
@@ -226,7 +228,8 @@ def test_a_second_run_in_the_same_folder_is_refused_and_kills_lose_nothing(tmp_p
     first = cli("train", "--data", "volcano", "--steps", "100000", "--eval-every", "10", "--out", out, *TINY)
     _wait_for(out / "last.pt", first)
     second = subprocess.run([sys.executable, "-m", "manifold_flows.cli", "train", "--data", "volcano", "--steps", "5",
-                             "--out", str(out), "--resume", *TINY], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                             "--out", str(out), "--resume", *TINY],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert second.returncode == 2 and "in use by another run" in one_error_line(second.stderr)
     for delay in (0.0, 0.37, 0.81):  # SIGKILL at arbitrary points: mid-step, mid-validation, mid-write
         time.sleep(delay)

@@ -1,4 +1,7 @@
-"""Network inputs on high-dimensional tori: random integer-frequency features that stay periodic and do not grow with d."""
+"""Network inputs on high-dimensional tori.
+
+Random integer-frequency features that stay periodic and do not grow with d.
+"""
 
 import math
 

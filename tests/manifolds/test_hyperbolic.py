@@ -1,4 +1,7 @@
-"""Poincare ball and hyperboloid: closed forms, the isometry between them, float32 accuracy, densities, edges, bad input."""
+"""Poincare ball and hyperboloid.
+
+Closed forms, the isometry between them, float32 accuracy, densities, edges, bad input.
+"""
 
 import math
 

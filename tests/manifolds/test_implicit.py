@@ -217,7 +217,10 @@ def test_divergence_on_the_implicit_sphere_equals_the_round_sphere(shapes):
 
 
 def test_divergence_on_the_torus_matches_angle_coordinates(shapes):
-    """``div W = (1/sqrt g) d_i(sqrt g W^i)`` in (theta, phi), with ``W^i = <V, X_i> / g_ii`` (normal part drops out)."""
+    """``div W = (1/sqrt g) d_i(sqrt g W^i)`` in (theta, phi).
+
+    Here ``W^i = <V, X_i> / g_ii`` (the normal part drops out).
+    """
     m = shapes["torus"]
     g = _gen(17)
     theta = (2 * math.pi * torch.rand(300, dtype=F64, generator=g)).requires_grad_(True)
@@ -292,7 +295,8 @@ def test_random_base_shapes_dtypes_and_reproducibility(shapes):
 # The two Monte Carlo rows (a million box points, 40k divergences) run with one seed.
 _ROWS = [
     (prop, dtype, seed)
-    for prop in ("base_samples_are_valid", "projx_is_idempotent", "proju_is_tangent_and_idempotent", "checks_reject_bad_input")
+    for prop in ("base_samples_are_valid", "projx_is_idempotent", "proju_is_tangent_and_idempotent",
+                 "checks_reject_bad_input")
     for dtype in (torch.float32, torch.float64)
     for seed in (0, 1)
 ] + [("base_is_stationary", torch.float64, 0), ("base_logprob_integrates_to_one", torch.float64, 0)]
@@ -339,7 +343,8 @@ def test_named_areas():
     a = 2.0  # prolate spheroid, closed form 2 pi b^2 (1 + a/(b e) asin(e))
     b = 1.0
     e = math.sqrt(1 - b**2 / a**2)
-    assert ImplicitSurface.ellipsoid(b, b, a).volume == pytest.approx(2 * math.pi * b**2 * (1 + a / (b * e) * math.asin(e)), rel=1e-12)
+    area = 2 * math.pi * b**2 * (1 + a / (b * e) * math.asin(e))
+    assert ImplicitSurface.ellipsoid(b, b, a).volume == pytest.approx(area, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------- errors

@@ -1,4 +1,7 @@
-"""Every public geometry operation rejects tensors of the wrong trailing dimension or dtype with a message naming them."""
+"""Every public geometry operation rejects tensors of the wrong trailing dimension or dtype.
+
+The error message names them.
+"""
 
 import pytest
 import torch

@@ -1,4 +1,7 @@
-"""Mesh: exact closest points, tangent projection, area-uniform sampling, repairs and errors, eigenpairs, spectral distances."""
+"""Mesh.
+
+Exact closest points, tangent projection, area-uniform sampling, repairs and errors, eigenpairs, spectral distances.
+"""
 
 
 import numpy as np
@@ -251,7 +254,8 @@ def test_bad_meshes_get_clear_errors(tmp_path):
     f = np.array([[0, 1, 2], [0, 1, 3], [0, 1, 4]])
     with pytest.raises(ValueError, match="non-manifold edge"):
         Mesh((v, f))
-    two = trimesh.util.concatenate([trimesh.creation.icosphere(1), trimesh.creation.icosphere(1).apply_translation([3, 0, 0])])
+    two = trimesh.util.concatenate([trimesh.creation.icosphere(1),
+                                    trimesh.creation.icosphere(1).apply_translation([3, 0, 0])])
     with pytest.raises(ValueError, match="2 connected components"):
         Mesh(two)
     assert Mesh(two, components="largest").report["dropped_component_faces"] == 80

@@ -115,8 +115,9 @@ def test_open_mesh_is_flat_and_stops_at_the_boundary():
     m = flat_square()
     assert m.has_boundary
     g = torch.Generator().manual_seed(6)
-    x = 0.2 + 0.6 * torch.rand(50, 3, dtype=torch.float64, generator=g) * torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
-    y = 0.2 + 0.6 * torch.rand(50, 3, dtype=torch.float64, generator=g) * torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    plane = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    x = 0.2 + 0.6 * torch.rand(50, 3, dtype=torch.float64, generator=g) * plane
+    y = 0.2 + 0.6 * torch.rand(50, 3, dtype=torch.float64, generator=g) * plane
     x[:, 2] = y[:, 2] = 0
     # straight lines: exp is exact; the heat-method log map is exact up to its smoothing
     u = 0.1 * (y - x)
@@ -134,7 +135,8 @@ def test_log_map_rows_are_bounded_and_recomputed():
 
     m = Mesh(trimesh.creation.icosphere(subdivisions=2))
     full = MeshGeodesics(m.arrays.vertices, m.arrays.faces, m.arrays.normals)
-    small = MeshGeodesics(m.arrays.vertices, m.arrays.faces, m.arrays.normals, max_bytes=1)  # 16 rows: the query is split and rows evicted
+    # 16 rows: the query is split and rows evicted
+    small = MeshGeodesics(m.arrays.vertices, m.arrays.faces, m.arrays.normals, max_bytes=1)
     assert small.max_rows == 16
     g = torch.Generator().manual_seed(7)
     x, y = m.random_base(200, dtype=torch.float64, generator=g), m.random_base(200, dtype=torch.float64, generator=g)

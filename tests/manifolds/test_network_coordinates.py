@@ -19,8 +19,8 @@ def _origin(m):
     return o
 
 
-@pytest.mark.parametrize("m", [mf.SPD(2), mf.SPD(3), mf.PoincareBall(3, c=0.5), mf.Hyperboloid(2), mf.Hyperboloid(3, c=2.0)],
-                         ids=repr)
+@pytest.mark.parametrize("m", [mf.SPD(2), mf.SPD(3), mf.PoincareBall(3, c=0.5), mf.Hyperboloid(2),
+                               mf.Hyperboloid(3, c=2.0)], ids=repr)
 def test_normal_coordinates_measure_the_distance_to_the_base_centre(m):
     x = m.random_base(200, dtype=torch.float64, generator=_gen(0))
     z = m.normal_coordinates(x)

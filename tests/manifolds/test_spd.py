@@ -1,4 +1,7 @@
-"""SPD(n): closed forms against scipy, gradients at repeated eigenvalues, the log-normal density, projection, bad input."""
+"""SPD(n).
+
+Closed forms against scipy, gradients at repeated eigenvalues, the log-normal density, projection, bad input.
+"""
 
 import math
 
@@ -146,7 +149,8 @@ def test_projx_symmetrises_clamps_and_fixes_valid_points(dtype):
     lam = torch.linalg.eigvalsh(p.reshape(-1, 2, 2))
     floor = 16 * 2 * torch.finfo(dtype).eps * torch.tensor([3.0, 2.0, 1.0], dtype=dtype)
     assert torch.allclose(lam[:, 0], floor, rtol=1e-3)
-    assert torch.allclose(lam[:, 1], torch.stack([torch.tensor(3.0, dtype=dtype), torch.tensor(2.0, dtype=dtype), floor[2]]), rtol=1e-3)
+    expected = torch.stack([torch.tensor(3.0, dtype=dtype), torch.tensor(2.0, dtype=dtype), floor[2]])
+    assert torch.allclose(lam[:, 1], expected, rtol=1e-3)
     g = torch.autograd.functional.jacobian(m.projx, torch.eye(2, dtype=dtype).reshape(4))
     assert torch.isfinite(g).all()
 
@@ -178,7 +182,8 @@ def test_small_distances_keep_relative_precision_in_float32():
     assert (m.norm(x.double(), m.logmap(x, y).double() - ref_log) / ref).max() < 1e-3
     # log-eigenvalues of the whitened Q (instead of log1p of the whitened Q - P) lose these digits
     a = torch.linalg.cholesky(x.reshape(-1, 3, 3))
-    wq = torch.linalg.solve_triangular(a, torch.linalg.solve_triangular(a, y.reshape(-1, 3, 3), upper=False).mT, upper=False)
+    half = torch.linalg.solve_triangular(a, y.reshape(-1, 3, 3), upper=False)
+    wq = torch.linalg.solve_triangular(a, half.mT, upper=False)
     naive = torch.linalg.eigvalsh(0.5 * (wq + wq.mT)).log().norm(dim=-1)
     assert ((naive.double() - ref).abs() / ref).max() > 1e-2
     assert m.dist(x, x).max() < 1e-18 and torch.equal(m.expmap(x, torch.zeros_like(x)), x)
@@ -197,7 +202,8 @@ def test_long_steps_are_capped_and_finite(dtype):
     y = m.expmap(x, 1e4 * x)
     d = m.dist(x.double(), y.double())
     assert ((d - cap).abs() / cap).max() < (1e-5 if dtype == torch.float32 else 1e-12)
-    assert torch.allclose(y.double(), math.exp(cap / math.sqrt(2)) * x.double(), rtol=1e-4 if dtype == torch.float32 else 1e-12)
+    assert torch.allclose(y.double(), math.exp(cap / math.sqrt(2)) * x.double(),
+                          rtol=1e-4 if dtype == torch.float32 else 1e-12)
 
 
 def test_egrad2rgrad_and_inner():
