@@ -1,6 +1,7 @@
-# Two entry points: `make demo` runs the main job on bundled data, `make test` runs the test suite.
+# Entry points: `make demo` runs the main job on bundled data, `make test` runs the test suite and
+# `make lint` runs the linter (ruff, configured in ruff.toml).
 #
-# Both install what they need first, into
+# All install what they need first, into
 #   - the interpreter given as PYTHON=... (used as is), else
 #   - the active virtual or conda environment ($VIRTUAL_ENV / $CONDA_PREFIX), else
 #   - a project-local .venv, created on first use from the python3 on PATH (>= 3.10). This is what
@@ -18,7 +19,7 @@ ifeq ($(origin PYTHON),undefined)
   endif
 endif
 
-.PHONY: install demo test bench
+.PHONY: install demo test lint bench
 
 $(VENV)/bin/python:
 	@$(BASE_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
@@ -36,6 +37,9 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest -q tests
+
+lint: install
+	$(PYTHON) -m ruff check .
 
 bench: install
 	$(PYTHON) benchmarks/bench_manifolds.py
