@@ -28,10 +28,10 @@ from _report import interleaved_medians, median_seconds, write_section  # noqa: 
 from bench_rfm import budgeted_config, training_step  # noqa: E402
 
 from manifold_flows.builders import load_data  # noqa: E402
-from manifold_flows.cli import _load_checkpoint  # noqa: E402
 from manifold_flows.config import TrainConfig  # noqa: E402
 from manifold_flows.datasets.mesh import MESHES  # noqa: E402
 from manifold_flows.evaluation import nll  # noqa: E402
+from manifold_flows.runs import load_run  # noqa: E402
 from manifold_flows.training import train  # noqa: E402
 from manifolds import Mesh  # noqa: E402
 
@@ -49,11 +49,11 @@ def torus_mesh(R: float, r: float, nu: int, nv: int) -> trimesh.Trimesh:
 
 def brute(sub: torch.Tensor, table: torch.Tensor) -> None:
     """Closest faces of the points ``sub [n, 3]`` by testing every face of ``table`` (blocks of 64 points)."""
-    from manifolds.mesh import _closest_on_faces
+    from manifolds.mesh_index import closest_on_faces
 
     for i in range(0, sub.shape[0], 64):
         q = sub[i:i + 64]
-        _closest_on_faces((q[:, 0:1], q[:, 1:2], q[:, 2:3]), list(table.unbind(0)), full=False).min(1)
+        closest_on_faces((q[:, 0:1], q[:, 1:2], q[:, 2:3]), list(table.unbind(0)), full=False).min(1)
 
 
 def bench_projection(args) -> None:
@@ -70,7 +70,7 @@ def bench_projection(args) -> None:
         n = args.points
         on = m.random_base(n, generator=g)
         near = on + 0.02 * m.length_scale * torch.randn(n, 3, generator=g)
-        table = m._data(torch.float32, torch.device("cpu"))["table"]
+        table = m.index.cast(torch.float32, torch.device("cpu"))["table"]
         sub = on[: max(64, n // 64)]
         t = interleaved_medians({"on": partial(m.closest, on), "near": partial(m.closest, near)}, repeats=5, warmup=1)
         tb = median_seconds(partial(brute, sub, table), repeats=3, warmup=1)
@@ -122,7 +122,7 @@ def _bunny_config(args, k: int, out: Path, **fields) -> TrainConfig:
 
 def _fine_test_nll(cfg: TrainConfig, data) -> float:
     """Test NLL of the run's best checkpoint with 4x its solver steps (is the ODE likelihood converged?)."""
-    _, _, objective = _load_checkpoint(cfg.out, "cpu")
+    _, _, objective, _ = load_run(cfg.out)
     test = data["test"].to(next(objective.net.parameters()).dtype)
     return nll(objective, test, objective.net, replace(cfg, solver_steps=4 * cfg.solver_steps))
 

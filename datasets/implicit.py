@@ -11,7 +11,7 @@ import torch
 from manifolds.implicit import ImplicitSurface
 
 from .earth import split
-from .synthetic import SyntheticTarget
+from .target_base import SyntheticTarget
 
 IMPLICIT_SURFACES: Dict[str, Callable[[], ImplicitSurface]] = {
     "sphere": lambda: ImplicitSurface.sphere(1.0),

@@ -14,7 +14,7 @@ from manifolds.spectral import mesh_eigenfunction
 
 from .earth import read_text_lines, split
 from .mesh_shapes import BUILT, refined
-from .synthetic import SyntheticTarget
+from .target_base import SyntheticTarget
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "mesh"
 

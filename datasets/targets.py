@@ -26,14 +26,15 @@ from manifolds import SO3, SPD, Hyperboloid, PoincareBall
 from manifolds._numerics import log_sinhc, sinc
 from manifolds.so3 import rotation_angle, rotation_exp
 
-from .synthetic import ArrayLike, SyntheticTarget, WrappedNormalMixture, _float64, _log_weights
+from .synthetic import WrappedNormalMixture
+from .target_base import ArrayLike, SyntheticTarget, float64_tensor, log_weights
 
 TWO_PI = 2.0 * math.pi
 
 
 def _positive(values: ArrayLike, k: int, name: str) -> torch.Tensor:
     """``values`` as ``k`` positive float64 numbers."""
-    t = _float64(values, name)
+    t = float64_tensor(values, name)
     if t.shape != (k,) or bool((t <= 0).any()):
         raise ValueError(f"{name} must be {k} positive numbers, got {t.tolist()}")
     return t
@@ -42,7 +43,7 @@ def _positive(values: ArrayLike, k: int, name: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------- SO(3)
 def axis_angle_rotation(axis: Sequence[float], angle: float) -> torch.Tensor:
     """The rotation matrix ``[3, 3]`` (float64) by ``angle`` radians about ``axis`` (normalised here)."""
-    a = _float64(axis, "axis")
+    a = float64_tensor(axis, "axis")
     if a.shape != (3,) or float(a.norm()) == 0.0:
         raise ValueError(f"axis must be a non-zero 3-vector, got {a.tolist()}")
     return rotation_exp(a / a.norm() * float(angle))
@@ -132,7 +133,7 @@ class WrappedNormalSO3(SyntheticTarget):
     def __init__(self, means: ArrayLike, stds: ArrayLike, weights: ArrayLike):
         super().__init__()
         self.manifold = SO3()
-        m = _float64(means, "means")
+        m = float64_tensor(means, "means")
         if m.dim() == 3 and m.shape[1:] == (3, 3):
             m = m.reshape(-1, 9)
         if m.dim() != 2 or m.shape[1] != 9:
@@ -140,7 +141,7 @@ class WrappedNormalSO3(SyntheticTarget):
         k = m.shape[0]
         self.register_buffer("means", self.manifold.projx(m))
         self.register_buffer("stds", _positive(stds, k, "stds"))
-        self.register_buffer("log_weights", _log_weights(weights, k))
+        self.register_buffer("log_weights", log_weights(weights, k))
         self.n_images = WrappedNormalMixture.images_needed(float(self.stds.max()))
 
     def extra_repr(self) -> str:
@@ -204,7 +205,7 @@ class WrappedNormalSPD(SyntheticTarget):
     def __init__(self, n: int, means: ArrayLike, stds: ArrayLike, weights: ArrayLike):
         super().__init__()
         self.manifold = SPD(n)
-        m = _float64(means, "means")
+        m = float64_tensor(means, "means")
         if m.dim() == 2 and m.shape[1] == n * n:
             m = m.reshape(-1, n, n)
         if m.dim() != 3 or m.shape[1:] != (n, n):
@@ -217,7 +218,7 @@ class WrappedNormalSPD(SyntheticTarget):
         self.register_buffer("means", m.reshape(k, n * n))
         self.register_buffer("chol", torch.linalg.cholesky(m))
         self.register_buffer("stds", _positive(stds, k, "stds"))
-        self.register_buffer("log_weights", _log_weights(weights, k))
+        self.register_buffer("log_weights", log_weights(weights, k))
 
     def extra_repr(self) -> str:
         """Summary shown by ``repr``."""
@@ -275,14 +276,14 @@ class WrappedNormalHyperbolic(SyntheticTarget):
         if not isinstance(manifold, (PoincareBall, Hyperboloid)):
             raise ValueError(f"manifold must be a PoincareBall or a Hyperboloid, got {manifold!r}")
         self.manifold = manifold
-        m = _float64(means, "means")
+        m = float64_tensor(means, "means")
         if m.dim() != 2 or m.shape[1] != manifold.ambient_dim:
             raise ValueError(f"means must have shape [K, {manifold.ambient_dim}] on {manifold}, got {tuple(m.shape)}")
         manifold.assert_check_point(m)
         k = m.shape[0]
         self.register_buffer("means", manifold.projx(m))
         self.register_buffer("stds", _positive(stds, k, "stds"))
-        self.register_buffer("log_weights", _log_weights(weights, k))
+        self.register_buffer("log_weights", log_weights(weights, k))
 
     def extra_repr(self) -> str:
         """Summary shown by ``repr``."""

@@ -26,12 +26,12 @@ def load_data(cfg: TrainConfig) -> Dict[str, Any]:
 def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[ConditionalPath]:
     """The conditional path RFM uses.
 
-    ``None`` for closed-form geodesics; on meshes a bank of traced geodesics (``geodesic``) or a simulated
-    spectral-premetric path (``biharmonic``, ``diffusion``).
+    ``None`` for closed-form geodesics; on meshes a bank of traced geodesics (``geodesic``, the default) or a
+    simulated spectral-premetric path (``biharmonic``, ``diffusion``).
     """
     kind = cfg.path
     if kind is None:
-        kind = "geodesic" if manifold.exact_expmap else "biharmonic"
+        kind = "geodesic" if manifold.exact_expmap or manifold.has_geodesics else "biharmonic"
     if kind == "geodesic":
         return GeodesicBank(manifold, seed=cfg.seed) if isinstance(manifold, Mesh) else None
     if not isinstance(manifold, Mesh):

@@ -13,7 +13,7 @@ import torch
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 PATHS = ("geodesic", "biharmonic", "diffusion")
-"""Values of ``TrainConfig.path`` (unset: geodesic where exp/log exist, biharmonic on meshes)."""
+"""Values of ``TrainConfig.path`` (unset: geodesic where exp/log exist or geodesics can be traced, as on meshes)."""
 
 DEFAULT_STEPS = 2000
 """Training steps of a run that gives neither ``steps`` nor ``minutes``."""
@@ -102,7 +102,7 @@ class TrainConfig:
         "RFM: noise-data coupling: independent | ot (minibatch optimal transport)"))
     path: Optional[str] = field(default=None, metadata=_help(
         "RFM conditional path: geodesic (exp/log maps; on meshes traced geodesics and heat-method log maps) | "
-        "biharmonic | diffusion (spectral premetrics on meshes; biharmonic is the mesh default)"))
+        "biharmonic | diffusion (spectral premetrics on meshes; default: geodesic everywhere it exists)"))
     n_eigs: Optional[int] = field(default=None, metadata=_help(
         "RFM on meshes: Laplace-Beltrami eigenpairs of the spectral distance (default 100)"))
     sim_steps: Optional[int] = field(default=None, metadata=_help(

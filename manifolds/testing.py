@@ -34,6 +34,7 @@ import torch
 
 from ._geoopt import geoopt
 from .base import Manifold
+from .volume import coordinate_divergence, log_volume_factor, surface_divergence, tangent_basis
 
 Property = Callable[[Manifold, torch.dtype, int], None]
 PROPERTIES: Dict[str, Property] = {}
@@ -249,60 +250,6 @@ def gradcheck_exp_log(m: Manifold, dtype: torch.dtype, seed: int) -> None:
         )
 
 
-def _orthogonal_projector(m: Manifold, x: torch.Tensor) -> torch.Tensor:
-    """Euclidean-orthogonal projector ``[..., D, D]`` onto the tangent spaces at ``x`` ``[..., D]``.
-
-    ``proju`` may be an oblique projection (the hyperboloid's is); for any idempotent ``A`` with
-    range ``T``, ``A (A + A^T - I)^-1`` is the orthogonal projector onto ``T``.
-    """
-    eye = torch.eye(m.ambient_dim, dtype=x.dtype)
-    a = m.proju(x.unsqueeze(-2), eye.expand(*x.shape[:-1], -1, -1)).transpose(-1, -2)  # columns: proju(e_k)
-    return a @ torch.linalg.inv(a + a.transpose(-1, -2) - eye)
-
-
-def _log_volume_factor(m: Manifold, x: torch.Tensor) -> torch.Tensor:
-    """``log sqrt(det g)`` of the metric on the tangent space relative to the Euclidean one; ``[...]``.
-
-    With ``P`` the orthogonal projector and ``G_ij = inner(x, P e_i, P e_j)`` (zero on the normal
-    space), ``det(G + I - P)`` is the determinant of ``g`` in a Euclidean-orthonormal tangent basis.
-    """
-    p = _orthogonal_projector(m, x)
-    g = m.inner(x[..., None, None, :], p[..., :, None, :], p[..., None, :, :])
-    eye = torch.eye(m.ambient_dim, dtype=x.dtype)
-    return 0.5 * torch.logdet(g + eye - p)
-
-
-def _surface_divergence(m: Manifold, field: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Divergence ``sum_i <t_i, DV t_i>`` of a tangent field w.r.t. the Euclidean surface measure; ``[...]``.
-
-    ``t_i`` is a Euclidean-orthonormal basis of the tangent space (eigenvectors of the orthogonal
-    projector), and each ``t_i^T DV`` one backward pass with ``t_i`` as the incoming gradient:
-    ``dim`` passes, not ``ambient_dim``.
-    """
-    _, evecs = torch.linalg.eigh(_orthogonal_projector(m, x.detach()))
-    basis = evecs[..., m.ambient_dim - m.dim:].transpose(-1, -2)  # [..., d, D]
-    x = x.detach().requires_grad_(True)
-    v = field(x)
-    div = torch.zeros(x.shape[:-1], dtype=x.dtype)
-    for i in range(m.dim):
-        t = basis[..., i, :]
-        (row,) = torch.autograd.grad(v, x, grad_outputs=t, retain_graph=True)  # t_i^T DV
-        div = div + (row * t).sum(-1)
-    return div
-
-
-def _divergence(m: Manifold, field: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Riemannian divergence tr(P DV) of a tangent field for a metric equal to the coordinates' one."""
-    x = x.detach().requires_grad_(True)
-    v = field(x)
-    eye = torch.eye(m.ambient_dim, dtype=x.dtype)
-    proj = m.proju(x.detach().unsqueeze(-2), eye.expand(*x.shape[:-1], -1, -1))  # rows: P e_k
-    div = torch.zeros(x.shape[:-1], dtype=x.dtype)
-    for k in range(m.ambient_dim):
-        (grad_k,) = torch.autograd.grad(v[..., k].sum(), x, retain_graph=True)  # row k of DV
-        div = div + (grad_k * proj[..., k, :]).sum(-1)  # (DV P)_kk
-    return div
-
 
 @_property
 def base_is_stationary(m: Manifold, dtype: torch.dtype, seed: int) -> None:
@@ -313,8 +260,8 @@ def base_is_stationary(m: Manifold, dtype: torch.dtype, seed: int) -> None:
     on the torus).
 
     For other metrics the Riemannian divergence is ``div_e V + V(log rho)`` with ``div_e`` the
-    divergence w.r.t. the Euclidean surface measure (:func:`_surface_divergence`) and
-    ``rho = sqrt(det g)`` its density (:func:`_log_volume_factor`), so the summand gains
+    divergence w.r.t. the Euclidean surface measure (:func:`manifolds.volume.surface_divergence`) and
+    ``rho = sqrt(det g)`` its density (:func:`manifolds.volume.log_volume_factor`), so the summand gains
     ``<grad_e log rho, V>``. The check always samples in float64, so that branch runs once per
     seed (the float32 call would repeat it exactly).
     """
@@ -331,7 +278,7 @@ def base_is_stationary(m: Manifold, dtype: torch.dtype, seed: int) -> None:
     volume_term = torch.zeros_like(x)
     if not ambient:
         xg = x.detach().requires_grad_(True)
-        log_rho = _log_volume_factor(m, xg)
+        log_rho = log_volume_factor(m, xg)
         if log_rho.requires_grad:  # constant for a constant multiple of the coordinates' metric
             volume_term = torch.autograd.grad(log_rho.sum(), xg)[0]
     for trial in range(3):
@@ -343,7 +290,7 @@ def base_is_stationary(m: Manifold, dtype: torch.dtype, seed: int) -> None:
             return m.proju(z, torch.sin(z @ b.T + c) @ a.T)
 
         v = field(x).detach()
-        div = _divergence(m, field, x) if ambient else _surface_divergence(m, field, x)
+        div = coordinate_divergence(m, field, x) if ambient else surface_divergence(m, field, x)
         terms = div + m.inner(x, score, v) + (volume_term * v).sum(-1)
         mean, se = terms.mean().item(), terms.std().item() / math.sqrt(n)
         assert abs(mean) <= 5 * se + 1e-9, (f"Stein identity fails for field {trial}: mean {mean:.3g} "
@@ -388,16 +335,6 @@ def base_logprob_integrates_to_one(m: Manifold, dtype: torch.dtype, seed: int) -
     assert abs(integral - 1.0) <= 0.02 + 5 * rel_se, f"integral of exp(base_logprob) is {integral:.4f}, expected 1"
 
 
-def _tangent_basis(m: Manifold, o: torch.Tensor) -> torch.Tensor:
-    """``dim`` tangent vectors ``[d, D]`` at the point ``o`` ``[D]``, orthonormal for the metric at ``o``."""
-    b = m.proju(o.expand(m.ambient_dim, -1),
-                torch.randn(m.ambient_dim, m.ambient_dim, dtype=o.dtype, generator=_gen(5)))
-    gram = m.inner(o, b[:, None, :], b[None, :, :])
-    evals, evecs = torch.linalg.eigh(gram)
-    top = slice(m.ambient_dim - m.dim, m.ambient_dim)
-    return (evecs[:, top] / evals[top].sqrt()).T @ b
-
-
 def _integrate_in_exponential_chart(m: Manifold, seed: int) -> None:
     """Importance sampling of ``int exp(base_logprob) dvol`` in normal coordinates at a central base sample.
 
@@ -425,7 +362,7 @@ def _integrate_in_exponential_chart(m: Manifold, seed: int) -> None:
         s = 1.5 * math.sqrt(spread2.min().item() / d)
         a = s * torch.randn(n, d, dtype=f64, generator=g)
         logq = -0.5 * (a * a).sum(-1) / s**2 - 0.5 * d * math.log(2 * math.pi * s**2)
-    basis = _tangent_basis(m, o)
+    basis = tangent_basis(m, o)
     u = a @ basis
     y = m.expmap(o, u)
     h = 1e-5

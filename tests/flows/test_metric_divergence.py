@@ -7,7 +7,7 @@ import torch
 
 import manifolds as mf
 from manifold_flows.divergence import HUTCHINSON_ABOVE, default_estimator, divergence, resolve_estimator
-from manifolds.testing import _log_volume_factor, _surface_divergence
+from manifolds.volume import log_volume_factor, surface_divergence
 
 METRICS = {
     "so3": mf.SO3,
@@ -31,9 +31,9 @@ def _field(m, seed):
 def _reference_divergence(m, field, x):
     """Riemannian divergence from the property table's machinery: surface divergence plus the volume factor's drift."""
     xg = x.detach().requires_grad_(True)
-    log_rho = _log_volume_factor(m, xg)
+    log_rho = log_volume_factor(m, xg)
     drift = torch.autograd.grad(log_rho.sum(), xg)[0] if log_rho.requires_grad else torch.zeros_like(x)
-    return _surface_divergence(m, field, x) + (drift * field(x)).sum(-1)
+    return surface_divergence(m, field, x) + (drift * field(x)).sum(-1)
 
 
 @pytest.mark.parametrize("name", sorted(METRICS))

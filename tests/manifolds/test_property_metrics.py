@@ -7,7 +7,8 @@ import torch
 
 from manifolds import SO3, SPD, FlatTorus, Hyperboloid, PoincareBall
 from manifolds._numerics import log_sinhc
-from manifolds.testing import _log_volume_factor, _orthogonal_projector, check_manifold
+from manifolds.testing import check_manifold
+from manifolds.volume import log_volume_factor, orthogonal_projector
 
 F64 = torch.float64
 
@@ -20,26 +21,26 @@ def test_log_volume_factor_closed_forms():
     """``log sqrt(det g)`` on the tangent space relative to the Euclidean surface measure."""
     ball = PoincareBall(3, c=0.5)
     x = ball.random_base(20, dtype=F64, generator=gen(0))
-    assert torch.allclose(_log_volume_factor(ball, x), 3 * torch.log(2 / (1 - 0.5 * (x * x).sum(-1))))
+    assert torch.allclose(log_volume_factor(ball, x), 3 * torch.log(2 / (1 - 0.5 * (x * x).sum(-1))))
     so3 = SO3()
-    assert torch.allclose(_log_volume_factor(so3, so3.random_base(5, dtype=F64, generator=gen(1))),
+    assert torch.allclose(log_volume_factor(so3, so3.random_base(5, dtype=F64, generator=gen(1))),
                           torch.full((5,), -1.5 * math.log(2), dtype=F64))
     # hyperboloid: dvol_g = dxs / (sqrt(c) x0) and dvol_e = sqrt(1 + |xs|^2 / x0^2) dxs in space coordinates
     hyp = Hyperboloid(2, c=2.0)
     h = hyp.random_base(20, dtype=F64, generator=gen(2))
     want = -0.5 * torch.log(2.0 * ((h * h).sum(-1)))
-    assert torch.allclose(_log_volume_factor(hyp, h), want)
+    assert torch.allclose(log_volume_factor(hyp, h), want)
     # SPD: -(n+1)/2 log det P plus a constant (the symmetric embedding's scaling)
     spd = SPD(3)
     p = spd.random_base(20, dtype=F64, generator=gen(3))
-    diff = _log_volume_factor(spd, p) + 2 * torch.logdet(p.reshape(-1, 3, 3))
+    diff = log_volume_factor(spd, p) + 2 * torch.logdet(p.reshape(-1, 3, 3))
     assert torch.allclose(diff, diff[0].expand(20), atol=1e-10)
 
 
 def test_orthogonal_projector_from_an_oblique_proju():
     hyp = Hyperboloid(3)
     x = hyp.random_base(10, dtype=F64, generator=gen(4))
-    p = _orthogonal_projector(hyp, x)
+    p = orthogonal_projector(hyp, x)
     assert torch.allclose(p, p.transpose(-1, -2), atol=1e-12) and torch.allclose(p @ p, p, atol=1e-10)
     normal = torch.cat([-x[:, :1], x[:, 1:]], -1)  # J x spans the Euclidean normal of the sheet
     assert (p @ normal.unsqueeze(-1)).abs().max() < 1e-10

@@ -1,0 +1,227 @@
+"""Training on meshes at real CPU budgets: time-budgeted runs of the command line, kept in a results file.
+
+    python benchmarks/bench_mesh_training.py tune --minutes 3 --density eig:10 [--only TAG ...]
+    python benchmarks/bench_mesh_training.py targets --minutes 10 --seeds 0 1 2 --densities eig:10 eig:50 eig:100
+    python benchmarks/bench_mesh_training.py meshes --steps 1000
+    python benchmarks/bench_mesh_training.py report
+
+Every run is ``manifold-flows train ...`` exactly as a user types it, one at a time, on the data
+``--data mesh:NAME --density eig:K --n-synthetic 100000`` (80,000 training points: with the 8,000
+of a 10,000-point draw the models fit the sample, not the density). Each finished run is
+appended to ``benchmarks/results/mesh.jsonl`` (``BENCH_MESH_RESULTS`` overrides it) at once, a run
+already in the file is skipped, and ``report`` writes the tables of BENCHMARKS.md from the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(os.environ.get("BENCH_MESH_RESULTS", ROOT / "benchmarks" / "results" / "mesh.jsonl"))
+"""Where finished runs are appended (``BENCH_MESH_RESULTS`` overrides it, e.g. to run from a pinned checkout)."""
+RUNS = ROOT / "runs" / "bench-mesh"
+N_SYNTHETIC = 100_000
+
+VARIANTS: Dict[str, List[str]] = {
+    # RFM: conditional paths (geodesic: banks of traced geodesics), inputs, learning rate
+    "rfm geodesic": ["--method", "rfm", "--path", "geodesic", "--eig-features", "0"],
+    "rfm geodesic eig32": ["--method", "rfm", "--path", "geodesic", "--eig-features", "32"],
+    "rfm geodesic eig64": ["--method", "rfm", "--path", "geodesic", "--eig-features", "64"],
+    "rfm geodesic ff64/4": ["--method", "rfm", "--path", "geodesic", "--eig-features", "0", "--fourier-features", "64",
+                            "--fourier-scale", "4"],
+    "rfm geodesic eig32 ff64/4": ["--method", "rfm", "--path", "geodesic", "--eig-features", "32",
+                                  "--fourier-features", "64", "--fourier-scale", "4"],
+    "rfm geodesic eig32 lr3e-3": ["--method", "rfm", "--path", "geodesic", "--eig-features", "32", "--lr", "3e-3"],
+    "rfm biharmonic": ["--method", "rfm", "--path", "biharmonic", "--eig-features", "0", "--batch-size", "2000"],
+    "rfm biharmonic eig32": ["--method", "rfm", "--path", "biharmonic", "--eig-features", "32", "--batch-size", "2000"],
+    "rfm biharmonic eig32 sim10": ["--method", "rfm", "--path", "biharmonic", "--eig-features", "32",
+                                   "--batch-size", "500", "--sim-steps", "10"],
+    "rfm diffusion eig32": ["--method", "rfm", "--path", "diffusion", "--eig-features", "32", "--batch-size", "2000"],
+    # Moser Flow: inputs, learning rate
+    "moser": ["--method", "moser", "--eig-features", "0"],
+    "moser eig32": ["--method", "moser", "--eig-features", "32"],
+    "moser eig64": ["--method", "moser", "--eig-features", "64"],
+    "moser ff64/4": ["--method", "moser", "--eig-features", "0", "--fourier-features", "64", "--fourier-scale", "4"],
+    "moser eig32 lr3e-3": ["--method", "moser", "--eig-features", "32", "--lr", "3e-3"],
+    # the defaults as they are
+    "rfm default": ["--method", "rfm"],
+    "moser default": ["--method", "moser"],
+}
+"""Tuning variants: one lever at a time (``--eig-features 0`` keeps the comparison explicit whatever the default)."""
+
+
+def load_results() -> List[dict]:
+    """Every finished run in the results file."""
+    if not RESULTS.exists():
+        return []
+    return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+
+
+def exact_entropy(mesh_name: str, density: str) -> float:
+    """The closed-form entropy of the target (the best NLL achievable in expectation)."""
+    from manifold_flows.datasets.mesh import load_mesh, parse_density
+
+    return parse_density(load_mesh(mesh_name), density).entropy()[0]
+
+
+def run_one(tag: str, mesh: str, density: str, seed: int, extra: List[str], *, minutes: Optional[float] = None,
+            steps: Optional[int] = None, kind: str = "tune", describe: Optional[dict] = None) -> Optional[dict]:
+    """Train one run through the CLI (skipped if the results file has it); returns its record."""
+    key = dict(kind=kind, tag=tag, mesh=mesh, density=density, seed=seed, minutes=minutes, steps=steps)
+    for rec in load_results():
+        if all(rec.get(k) == v for k, v in key.items()):
+            print(f"have {key}: test NLL {rec['test_nll']:.3f}", flush=True)
+            return rec
+    budget = ["--minutes", str(minutes)] if minutes is not None else ["--steps", str(steps)]
+    name = f"{kind}-{tag}-{mesh}-{density}-s{seed}".replace(" ", "_").replace("/", "-").replace(":", "")
+    out = RUNS / name
+    cmd = [sys.executable, "-m", "manifold_flows.cli", "train", "--data", f"mesh:{mesh}", "--density", density,
+           "--n-synthetic", str(N_SYNTHETIC), "--seed", str(seed), "--out", str(out), "--no-progress", "--no-plot",
+           "--overwrite", *budget, *extra]
+    print("$", shlex.join(cmd[1:]), flush=True)
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        print(res.stderr[-3000:], flush=True)
+        return None
+    m = json.loads((out / "metrics.json").read_text())
+    entropy = exact_entropy(mesh, density)
+    rec = dict(key, args=extra, test_nll=m["test_nll"], entropy=entropy, gap=m["test_nll"] - entropy,
+               base_nll=m["base_nll"], val_nll=m["val_nll"], steps_done=m["steps"], best_step=m["best_step"],
+               train_seconds=m["train_seconds"], steps_per_second=m["steps_per_second"], wall_seconds=round(wall, 1),
+               likelihood=m["likelihood"], n_test=m["n_test"], config={k: m["config"][k] for k in (
+                   "path", "eig_features", "lr", "batch_size", "sim_steps", "hidden", "depth", "fourier_features")},
+               validation_seconds=round(sum(h.get("val_seconds", 0.0) for h in m["history"]), 1),
+               history=[(h["step"], round(h["val_nll"], 4)) for h in m["history"]],
+               date=datetime.date.today().isoformat(), machine=machine())
+    for k in ("negative_mass", "log_normalizer"):
+        if k in m:
+            rec[k] = m[k]
+    rec.update(describe or {})
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(f"{tag} {mesh} {density} seed {seed}: test NLL {rec['test_nll']:.3f}, gap {rec['gap']:+.3f} "
+          f"({rec['steps_done']} steps)", flush=True)
+    return rec
+
+
+def mean_std(values: List[float], digits: int = 3) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _cmd_line(records: List[dict]) -> str:
+    r = records[0]
+    budget = f"--minutes {r['minutes']:g}" if r["minutes"] is not None else f"--steps {r['steps']}"
+    return (f"`manifold-flows train --data mesh:{r['mesh']} --density {r['density']} "
+            f"--n-synthetic {N_SYNTHETIC} {budget}`")
+
+
+def report() -> None:
+    """Write the tuning, targets and meshes tables of BENCHMARKS.md from the results file."""
+    results = load_results()
+    note = ("one core of a 2-core AMD EPYC, one torch thread (`taskset`, `OMP_NUM_THREADS=1`), "
+            f"{N_SYNTHETIC:,} target samples (80/10/10 split), test NLL of the best validation checkpoint (EMA)")
+    tune = [r for r in results if r["kind"] == "tune"]
+    if tune:
+        rows = ["| variant | target | test NLL | gap to entropy | steps (it/s) | validation s |",
+                "|---|---|---|---|---|---|"]
+        for r in sorted(tune, key=lambda r: (r["density"], r["tag"].split()[0], r["gap"])):
+            rows.append(f"| {r['tag']} | {r['density']} | {r['test_nll']:.3f} | {r['gap']:+.3f} | "
+                        f"{r['steps_done']} ({r['steps_per_second']:.1f}) | {r['validation_seconds']:.0f} |")
+        write_section("Mesh tuning (bunny, CPU budget)", (
+            f"{_cmd_line(tune)} plus each variant's options (`benchmarks/bench_mesh_training.py`, VARIANTS); {note}; "
+            "seed 0; the budget counts training and validation. Rows sorted by gap within each method.\n\n"
+            + "\n".join(rows)))
+    targets = [r for r in results if r["kind"] == "targets"]
+    if targets:
+        rows = ["| target | method | seeds | test NLL | exact entropy | gap | steps | uniform NLL |",
+                "|---|---|---|---|---|---|---|---|"]
+        groups: Dict[tuple, List[dict]] = {}
+        for r in targets:
+            groups.setdefault((r["density"], r["tag"]), []).append(r)
+        for (density, tag), rs in sorted(groups.items(), key=lambda kv: (int(kv[0][0].split(":")[1]), kv[0][1])):
+            rows.append(f"| {density} | {tag} | {len(rs)} | {mean_std([r['test_nll'] for r in rs])} | "
+                        f"{rs[0]['entropy']:.3f} | {mean_std([r['gap'] for r in rs])} | "
+                        f"{round(statistics.mean(r['steps_done'] for r in rs))} | {rs[0]['base_nll']:.3f} |")
+        write_section("Bunny eigenfunction targets (10 CPU-minutes)", (
+            f"{_cmd_line(targets)} --method rfm|moser with the defaults; {note}; mean ± standard deviation over "
+            "seeds (seed sets the network, the batches and the split). Target: gap <= 0.05 nats.\n\n"
+            + "\n".join(rows)))
+    meshes = [r for r in results if r["kind"] == "meshes"]
+    if meshes:
+        rows = ["| mesh | faces | open | target | method | test NLL | uniform NLL | exact entropy |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(meshes, key=lambda r: (r["mesh"], r["tag"])):
+            rows.append(f"| {r['mesh']} | {r.get('faces', '')} | {'yes' if r.get('open') else 'no'} | {r['density']} | "
+                        f"{r['tag']} | {r['test_nll']:.3f} | {r['base_nll']:.3f} | {r['entropy']:.3f} |")
+        write_section("Meshes after 1,000 steps", (
+            f"{_cmd_line(meshes)} with the defaults; {note}; seed 0. Open meshes train RFM only (Moser Flow needs "
+            "a closed surface).\n\n" + "\n".join(rows)))
+
+
+MESHES = ["bunny", "bunny-20k", "icosphere", "capsule", "torus", "sheet", "hemisphere", "maze"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tune")
+    t.add_argument("--minutes", type=float, default=3.0)
+    t.add_argument("--mesh", default="bunny")
+    t.add_argument("--density", default="eig:10")
+    t.add_argument("--only", nargs="*", default=None, help="variant tags to run (default: all)")
+    g = sub.add_parser("targets")
+    g.add_argument("--minutes", type=float, default=10.0)
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    g.add_argument("--densities", nargs="+", default=["eig:10", "eig:50", "eig:100"])
+    g.add_argument("--methods", nargs="+", default=["rfm", "moser"])
+    m = sub.add_parser("meshes")
+    m.add_argument("--steps", type=int, default=1000)
+    m.add_argument("--meshes", nargs="+", default=MESHES)
+    m.add_argument("--density", default="eig:10")
+    sub.add_parser("report")
+    args = p.parse_args()
+    if args.cmd == "tune":
+        for tag, extra in VARIANTS.items():
+            if args.only is None or tag in args.only:
+                run_one(tag, args.mesh, args.density, 0, extra, minutes=args.minutes)
+    elif args.cmd == "targets":
+        for seed in args.seeds:
+            for density in args.densities:
+                for method in args.methods:
+                    run_one(f"{method} default", "bunny", density, seed, ["--method", method], minutes=args.minutes,
+                            kind="targets")
+    elif args.cmd == "meshes":
+        from manifold_flows.datasets.mesh import load_mesh
+
+        for name in args.meshes:
+            mesh = load_mesh(name)
+            for method in (["rfm"] if mesh.has_boundary else ["rfm", "moser"]):
+                rec = run_one(f"{method} default", name, args.density, 0, ["--method", method], steps=args.steps,
+                              kind="meshes")
+                if rec is not None and "faces" not in rec:  # describe the mesh once, in the record itself
+                    lines = [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
+                    lines[-1].update(faces=mesh.n_faces, open=mesh.has_boundary)
+                    RESULTS.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report()
+
+
+if __name__ == "__main__":
+    main()
