@@ -135,7 +135,8 @@ def budget_report(results: List[dict]) -> None:
         "gets. Protocol 'all': random 80/10/10 split of all rows per seed (the published one); 'distinct': exact "
         "duplicate locations removed first (most volcano rows are duplicates, so 'all' rewards memorising them). Test "
         "NLL of the best-validation EMA checkpoint (mean±std over seeds; steps reached in the budget). Likelihood: "
-        f"{cfg['likelihood']}. Machine: {cfg['machine']}. Published rows: GPU-days of training.\n\n" + "\n".join(rows)))
+        f"{cfg['likelihood']}. Machine: {cfg['machine']}; the other core ran other single-thread jobs "
+        "(pinned, one thread) during these runs. Published rows: GPU-days of training.\n\n" + "\n".join(rows)))
 
 
 def report() -> None:
