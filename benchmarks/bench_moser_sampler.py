@@ -6,13 +6,17 @@ On the trained model of RUN_FOLDER (a Moser Flow run on S^2):
 
 1. Likelihood agreement on up to 200 test points: the explicit, normalised log-density against
    the ODE likelihood of the sampler's flow, for several solvers (mean and max |difference|,
-   seconds).
+   seconds), and the part of the difference that the clamp explains: ``explicit - ODE = C - log Z``
+   exactly in continuous time, ``C`` the clamp deficit along the trajectory
+   (``MoserFlow.clamp_deficit``); what is left is the solver's error.
 2. Samples against the density on equal-area cells (15 latitude bands of equal area x 30
    longitudes = 450 cells): the density's cell masses come from importance weights over 10^6
    uniform points; the noise floor is the total variation of ``n`` exact draws from those masses
    (mean and std over 20 repetitions). Each sampler (the ODE alone, the ODE followed by
-   Metropolis-Hastings steps) is scored by its total variation, its function evaluations (of the
-   network's divergence) and its seconds for ``n`` samples.
+   Metropolis-Hastings steps, with and without importance resampling by the clamp deficit) is
+   scored by its total variation, its evaluations of the network's divergence per sample (the
+   ODE's stages plus the chain's), the effective sample size of resampling and its seconds for
+   ``n`` samples.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
 from manifold_flows import load_run  # noqa: E402
+from manifold_flows.solvers import SOLVERS  # noqa: E402
 
 
 def cell_index(x: torch.Tensor, bands: int, sectors: int) -> torch.Tensor:
@@ -79,16 +84,23 @@ def main() -> None:
     if cfg.method != "moser":
         raise SystemExit(f"{args.run} is a {cfg.method} run, not Moser Flow")
     test = data["test"][:200].to(torch.float32)
-    rows = ["| solver | mean abs diff (nats) | max abs diff | seconds |", "|---|---|---|---|"]
+    rows = ["| solver | mean abs diff (nats) | max abs diff | seconds | clamp deficit C, mean | points with C = 0 "
+            "| mean abs (diff - (C - log Z)) |", "|---|---|---|---|---|---|---|"]
     explicit = model.log_prob(test)
+    log_z = model.log_normalizer()[0]
     solvers = [("rk4", 100), ("rk4", 400)] + ([("dopri5", 0)] if args.adaptive else [])
     for solver, steps in solvers:
         t0 = time.perf_counter()
         ode = model.ode_log_prob(test, solver=solver, solver_steps=max(steps, 1))
         sec = time.perf_counter() - t0
-        d = (explicit - ode).abs()
+        d = explicit - ode
         label = f"{solver}, {steps} steps" if steps else f"{solver}, atol = rtol = 1e-5"
-        rows.append(f"| {label} | {float(d.mean()):.3f} | {float(d.max()):.2f} | {sec:.1f} |")
+        split = "| | |"
+        if steps:
+            c = model.clamp_deficit(test, solver=solver, solver_steps=steps)
+            rest = d - (c - log_z)
+            split = f"{float(c.mean()):.3f} | {float((c == 0).double().mean()):.0%} | {float(rest.abs().mean()):.4f} |"
+        rows.append(f"| {label} | {float(d.abs().mean()):.3f} | {float(d.abs().max()):.2f} | {sec:.1f} | {split}")
         print(rows[-1], flush=True)
 
     g = torch.Generator().manual_seed(0)
@@ -102,20 +114,27 @@ def main() -> None:
         draw = torch.multinomial(masses, args.n, replacement=True, generator=torch.Generator().manual_seed(100 + r))
         floor.append(tv(torch.bincount(draw, minlength=cells).double(), masses))
     floor_txt = f"{statistics.mean(floor):.4f} ± {statistics.stdev(floor):.4f}"
-    table = ["| sampler | TV to the density | density evaluations | seconds |", "|---|---|---|---|",
-             f"| {args.n} exact draws (noise floor, 20 repetitions) | {floor_txt} | | |"]
-    for solver, steps, mcmc in (("rk4", 100, 0), ("rk4", 100, 40), ("rk4", 20, 40), ("euler", 10, 60)):
-        with Counted(model) as c:
+    table = ["| sampler | TV to the density | divergence evaluations per sample | effective sample size | seconds |",
+             "|---|---|---|---|---|",
+             f"| {args.n} exact draws (noise floor, 20 repetitions) | {floor_txt} | | | |"]
+    samplers = [("rk4", 100, False, 0), ("rk4", 100, True, 0), ("rk4", 100, False, 40), ("rk4", 100, True, 40),
+                ("rk4", 20, True, 40), ("euler", 10, True, 60)]
+    for solver, steps, resample, mcmc in samplers:
+        with Counted(model) as c:  # the chain's evaluations; the ODE's are its stages times its steps
             t0 = time.perf_counter()
-            x = model.sample(args.n, solver=solver, solver_steps=steps, mcmc_steps=mcmc,
+            x = model.sample(args.n, solver=solver, solver_steps=steps, mcmc_steps=mcmc, resample=resample,
                              generator=torch.Generator().manual_seed(7))
             sec = time.perf_counter() - t0
         score = tv(torch.bincount(cell_index(x.double(), args.bands, args.sectors), minlength=cells).double(), masses)
-        label = f"ODE {solver} {steps} steps" + (f" + {mcmc} Metropolis steps" if mcmc else " alone")
-        table.append(f"| {label} | {score:.4f} | {c.points / args.n:.0f} per sample | {sec:.1f} |")
+        label = (f"ODE {solver} {steps} steps" + (" + resampling" if resample else "")
+                 + (f" + {mcmc} Metropolis steps" if mcmc else ""))
+        ess = f"{float(model.last_resample['effective_sample_size']):.0%}" if resample else ""
+        evals = SOLVERS[solver].stages * steps + c.points / args.n
+        table.append(f"| {label} | {score:.4f} | {evals:.0f} | {ess} | {sec:.1f} |")
         print(table[-1], flush=True)
     body = (f"Model: `{args.run}` ({cfg.data}, {note['step']} steps, {cfg.hidden}x{cfg.depth}); normaliser log Z = "
-            f"{float(model.log_normalizer()[0]):.4f}.\n\nExplicit log-density against the ODE likelihood of the "
+            f"{float(log_z):.4f}. Default sampler: ODE rk4 100 steps + 40 Metropolis steps (resampling "
+            f"is opt-in).\n\nExplicit log-density against the ODE likelihood of the "
             f"sampler's flow on {test.shape[0]} test points:\n\n" + "\n".join(rows) +
             f"\n\n{args.n} samples on {cells} equal-area cells:\n\n" + "\n".join(table))
     write_section("Moser Flow sampler", body)

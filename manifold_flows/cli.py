@@ -133,6 +133,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
             header = ",".join(f"x{i}" for i in range(arr.shape[1]))
             np.savetxt(out, arr, delimiter=",", header=header, comments="", fmt="%.8f")
     how = f"ODE {cfg.solver}" + (f", {cfg.solver_steps} steps" if cfg.solver in SOLVERS else "")
+    resampled = getattr(objective, "last_resample", None)
+    if resampled is not None:
+        how += (f", resampled by the clamp's importance weights (effective sample size "
+                f"{float(resampled['effective_sample_size']):.0%})")
     chain = getattr(objective, "last_chain", None)
     if chain is not None:
         how += (f", then {chain.local_steps + chain.global_steps} Metropolis-Hastings steps on the explicit density "

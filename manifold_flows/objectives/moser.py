@@ -13,6 +13,7 @@ from manifolds import Manifold
 
 from ..divergence import resolve_estimator, value_and_divergence
 from ..mcmc import ChainStats, metropolis_refine
+from ..solvers import SOLVERS, check_solver, odeint_augmented, time_grid
 from .base import FlowObjective
 
 
@@ -30,10 +31,11 @@ class MoserFlow(FlowObjective):
 
     The density the model defines is ``max(eps, mu) / Z`` (:meth:`log_prob`, :meth:`log_normalizer`).
     Samples integrate ``v_t = u / ((1 - t) nu + t mu_+)`` from base samples at ``t = 0`` to
-    ``t = 1``, which carries ``nu`` along ``alpha_t = (1 - t) nu + t mu`` where ``mu >= eps``, and
-    then take Metropolis-Hastings steps on the explicit density, which remove what the ODE gets
-    wrong (its stiffness where ``mu`` is small, the clamp); :meth:`diagnostics` compares the
-    explicit density with the ODE's likelihood.
+    ``t = 1``, which carries ``nu`` along ``alpha_t = (1 - t) nu + t mu`` where ``mu >= eps``; the
+    clamp elsewhere costs each sample a known deficit (:meth:`clamp_deficit`), which importance
+    resampling removes, and Metropolis-Hastings steps on the explicit density remove what the
+    solver gets wrong. :meth:`diagnostics` compares the explicit density with the ODE's likelihood
+    and splits their difference into the clamp's part and the solver's.
 
     Args:
         manifold: a compact manifold with a uniform base distribution.
@@ -45,12 +47,14 @@ class MoserFlow(FlowObjective):
             :data:`~manifold_flows.divergence.HUTCHINSON_ABOVE` dimensions); training only, :meth:`log_prob` is exact.
         n_probes: Hutchinson probes per point.
         n_mass: uniform points of the Monte Carlo normaliser of :meth:`log_prob`.
-        mcmc_steps: Metropolis-Hastings steps that :meth:`sample` runs after the ODE (0: the ODE alone).
+        mcmc_steps: Metropolis-Hastings steps that :meth:`sample` runs after the ODE (0: none).
+        resample: let :meth:`sample` resample the ODE's samples by their importance weights
+            ``exp(C)`` (see :meth:`clamp_deficit`), truncated, before the Metropolis steps.
     """
 
     def __init__(self, manifold: Manifold, net: nn.Module, *, eps: float = 1e-5, lam: float = 2.0,
                  n_uniform: Optional[int] = None, divergence: str = "exact", n_probes: int = 1,
-                 n_mass: int = 20_000, mcmc_steps: int = 40):
+                 n_mass: int = 20_000, mcmc_steps: int = 40, resample: bool = False):
         super().__init__(manifold, net)
         if not manifold.compact or manifold.has_boundary:
             raise ValueError(f"Moser Flow needs a compact manifold without boundary (the divergence theorem makes mu "
@@ -66,7 +70,8 @@ class MoserFlow(FlowObjective):
         if mcmc_steps < 0:
             raise ValueError(f"mcmc_steps must be >= 0, got {mcmc_steps}")
         self.eps, self.lam, self.n_uniform, self.n_mass = float(eps), float(lam), n_uniform, int(n_mass)
-        self.mcmc_steps = int(mcmc_steps)
+        self.mcmc_steps, self.resample = int(mcmc_steps), bool(resample)
+        self.last_resample: Optional[Dict[str, torch.Tensor]] = None
         self._normalizer_cache: Optional[tuple] = None
         self.last_chain: Optional[ChainStats] = None
         self.divergence, self.n_probes = divergence, n_probes
@@ -146,22 +151,69 @@ class MoserFlow(FlowObjective):
     @torch.no_grad()
     def sample(self, n: int, *, net: Optional[nn.Module] = None, solver: str = "rk4", solver_steps: int = 100,
                generator: Optional[torch.Generator] = None, dtype: Optional[torch.dtype] = None,
-               device: Optional[torch.device] = None, mcmc_steps: Optional[int] = None) -> torch.Tensor:
+               device: Optional[torch.device] = None, mcmc_steps: Optional[int] = None,
+               resample: Optional[bool] = None) -> torch.Tensor:
         """``n`` samples ``[n, D]`` of the normalised density ``max(eps, mu) / Z`` that :meth:`log_prob` reports.
 
-        The ODE of :meth:`field` carries base samples close to it; ``mcmc_steps`` Metropolis-Hastings
-        steps on the explicit density then remove what the ODE gets wrong (its stiffness where
-        ``mu`` is small, the clamp at ``eps``), see :mod:`manifold_flows.mcmc`. The chain's
-        acceptance rates are kept in :attr:`last_chain`.
+        Three stages, each optional after the first:
+
+        1. the ODE of :meth:`field` carries ``n`` base samples forward, accumulating the clamp
+           deficit ``C`` of :meth:`clamp_deficit` on the way (no extra network evaluations: the
+           divergence is already computed for the field). The ODE's density at a sample is exactly
+           ``max(eps, mu) exp(-C)`` (up to the solver's error), so
+        2. with ``resample``, resampling them with weights ``exp(C)`` (multinomial, with
+           replacement) turns them into samples of ``max(eps, mu) / Z``; the mean weight estimates
+           ``Z`` and the effective sample size says how much the weights vary
+           (:attr:`last_resample`). The weights are truncated at ``sqrt(n)`` times their median,
+           because the solver overstates ``C`` on trajectories that pass where ``alpha_t`` is tiny;
+           off by default (see BENCHMARKS.md, "Moser Flow sampler");
+        3. ``mcmc_steps`` Metropolis-Hastings steps on the explicit density (:mod:`manifold_flows.mcmc`)
+           spread the duplicates of resampling and remove the solver's remaining error. The
+           chain's acceptance rates are kept in :attr:`last_chain`.
         """
-        x = super().sample(n, net=net, solver=solver, solver_steps=solver_steps, generator=generator, dtype=dtype,
-                           device=device)
+        check_solver(solver)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        p = next(self.net.parameters())
+        x0 = self.manifold.random_base(n, dtype=dtype or p.dtype, device=device or p.device, generator=generator)
+        grid = time_grid(solver_steps if solver in SOLVERS else 1, t0=0.0, t1=1.0, dtype=x0.dtype)
+        x, c = odeint_augmented(self._sampling_system(net), x0, grid, manifold=self.manifold,
+                                a0=x0.new_zeros(n, 1), solver=solver)
+        self.last_resample = None
+        if (self.resample if resample is None else resample) and n > 0:
+            # truncated importance weights (Ionides 2008): a trajectory that skirts alpha ~ eps near t = 1
+            # picks up a deficit the fixed-step solver overstates by many nats, and one such weight
+            # would otherwise take every draw; capped at sqrt(n) times the median weight
+            raw = c[:, 0]
+            cap = raw.median() + 0.5 * math.log(n)
+            logw = torch.minimum(raw, cap)
+            w = torch.softmax(logw, 0)
+            idx = torch.multinomial(w, n, replacement=True, generator=generator)
+            x = x[idx]
+            # 0-dim tensors, read by the caller when it wants them (no host synchronisation here)
+            self.last_resample = {"effective_sample_size": 1 / (w * w).sum() / n,
+                                  "log_mean_weight": torch.logsumexp(logw, 0) - math.log(n),
+                                  "max_log_weight": raw.max(), "truncated": (raw > cap).double().mean()}
         k = self.mcmc_steps if mcmc_steps is None else mcmc_steps
-        if k == 0:
+        self.last_chain = None
+        if k == 0 or n == 0:
             return x
         x, self.last_chain = metropolis_refine(lambda y: self.log_density(y, net=net), x, self.manifold, steps=k,
                                                generator=generator)
         return x
+
+    def _sampling_system(self, net: Optional[nn.Module] = None):
+        """``(y, s) -> (v_s(y), (eps - mu(y))_+ / alpha_s(y))``: the sampling field and the clamp deficit rate."""
+        u = net if net is not None else self.net
+        nu = math.exp(-self.log_volume)
+
+        def func(y: torch.Tensor, s: torch.Tensor):
+            uy, div = value_and_divergence(lambda z, _: u(z), y, 0.0, manifold=self.manifold)
+            mu = nu - div
+            alpha = (1 - s) * nu + s * torch.clamp(mu, min=self.eps)
+            return uy / alpha.unsqueeze(-1), ((self.eps - mu).clamp_min(0) / alpha).unsqueeze(-1)
+
+        return func
 
     @torch.no_grad()
     def log_density(self, x: torch.Tensor, *, net: Optional[nn.Module] = None) -> torch.Tensor:
@@ -182,6 +234,34 @@ class MoserFlow(FlowObjective):
             return ux / ((1 - t) * nu + t * mu).unsqueeze(-1)
 
         return v
+
+    @torch.no_grad()
+    def clamp_deficit(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, solver: str = "rk4",
+                      solver_steps: int = 100) -> torch.Tensor:
+        """``C(x) = int_0^1 (eps - mu(x_t))_+ / alpha_t(x_t) dt`` along the sampler's trajectory that ends at ``x``.
+
+        Along any trajectory of :meth:`field`, ``d/dt log alpha_t(x_t) = -div v_t(x_t) + (eps - mu)_+ / alpha_t``
+        with ``alpha_t = (1 - t) nu + t max(eps, mu)`` (the continuity equation holds wherever
+        ``mu >= eps`` and fails by the clamp elsewhere). Integrated from ``t = 0`` to ``1``, the
+        sampler's ODE likelihood is therefore exactly ``log max(eps, mu(x)) - C(x)``, and
+
+            explicit - ODE = C(x) - log Z   (up to the solver's error).
+
+        ``C`` vanishes for trajectories that never meet ``mu < eps``; where ``mu`` is negative near
+        ``t = 1`` it grows like ``(|mu| / nu) log(nu / eps)``. It is what keeps the ODE alone from
+        sampling ``max(eps, mu) / Z`` (the Metropolis steps of :meth:`sample` remove it).
+        Returns ``[N]`` for ``x [N, D]``, integrated backward with the given fixed-step solver.
+        """
+        if solver not in SOLVERS:
+            raise ValueError(f"clamp_deficit takes a fixed-step solver ({sorted(SOLVERS)}), got {solver!r}")
+        func = self._sampling_system(net)
+        grid = time_grid(solver_steps, t0=1.0, t1=0.0, dtype=x.dtype)
+        out = []
+        for chunk in torch.split(x, 4096):
+            a0 = chunk.new_zeros(chunk.shape[0], 1)
+            _, a = odeint_augmented(func, chunk, grid, manifold=self.manifold, a0=a0, solver=solver)
+            out.append(-a[:, 0])  # the backward integral runs from 1 to 0
+        return torch.cat(out) if out else x.new_zeros(0)
 
     @torch.no_grad()
     def negative_mass(self, n: int = 100_000, *, net: Optional[nn.Module] = None,
@@ -223,4 +303,12 @@ class MoserFlow(FlowObjective):
         diff = (explicit - ode).abs()
         out.update(ode_check_points=int(xs.shape[0]), explicit_nll=float(-explicit.mean()), ode_nll=float(-ode.mean()),
                    ode_abs_diff_mean=float(diff.mean()), ode_abs_diff_max=float(diff.max()))
+        if solver in SOLVERS:
+            # explicit - ODE = C - log Z exactly in continuous time (clamp_deficit): split the gap into
+            # what the clamp explains and what is left for the solver
+            deficit = self.clamp_deficit(xs, net=net, solver=solver, solver_steps=solver_steps)
+            rest = (explicit - ode) - (deficit - log_z)
+            out.update(ode_clamp_deficit_mean=float(deficit.mean()),
+                       ode_clamp_free_points=float((deficit == 0).double().mean()),
+                       ode_unexplained_abs_mean=float(rest.abs().mean()))
         return out
