@@ -171,6 +171,24 @@ class MoserFlow(FlowObjective):
            spread the duplicates of resampling and remove the solver's remaining error. The
            chain's acceptance rates are kept in :attr:`last_chain`.
         """
+        x, c = self.ode_samples(n, net=net, solver=solver, solver_steps=solver_steps, generator=generator,
+                                dtype=dtype, device=device)
+        self.last_resample = None
+        if (self.resample if resample is None else resample) and n > 0:
+            x, self.last_resample = self.resample_by_deficit(x, c, generator=generator)
+        k = self.mcmc_steps if mcmc_steps is None else mcmc_steps
+        self.last_chain = None
+        if k == 0 or n == 0:
+            return x
+        x, self.last_chain = metropolis_refine(lambda y: self.log_density(y, net=net), x, self.manifold, steps=k,
+                                               generator=generator)
+        return x
+
+    @torch.no_grad()
+    def ode_samples(self, n: int, *, net: Optional[nn.Module] = None, solver: str = "rk4", solver_steps: int = 100,
+                    generator: Optional[torch.Generator] = None, dtype: Optional[torch.dtype] = None,
+                    device: Optional[torch.device] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The first stage of :meth:`sample`: ``n`` ODE samples ``[n, D]`` and their clamp deficits ``C`` ``[n]``."""
         check_solver(solver)
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -179,28 +197,31 @@ class MoserFlow(FlowObjective):
         grid = time_grid(solver_steps if solver in SOLVERS else 1, t0=0.0, t1=1.0, dtype=x0.dtype)
         x, c = odeint_augmented(self._sampling_system(net), x0, grid, manifold=self.manifold,
                                 a0=x0.new_zeros(n, 1), solver=solver)
-        self.last_resample = None
-        if (self.resample if resample is None else resample) and n > 0:
-            # truncated importance weights (Ionides 2008): a trajectory that skirts alpha ~ eps near t = 1
-            # picks up a deficit the fixed-step solver overstates by many nats, and one such weight
-            # would otherwise take every draw; capped at sqrt(n) times the median weight
-            raw = c[:, 0]
-            cap = raw.median() + 0.5 * math.log(n)
-            logw = torch.minimum(raw, cap)
-            w = torch.softmax(logw, 0)
-            idx = torch.multinomial(w, n, replacement=True, generator=generator)
-            x = x[idx]
-            # 0-dim tensors, read by the caller when it wants them (no host synchronisation here)
-            self.last_resample = {"effective_sample_size": 1 / (w * w).sum() / n,
-                                  "log_mean_weight": torch.logsumexp(logw, 0) - math.log(n),
-                                  "max_log_weight": raw.max(), "truncated": (raw > cap).double().mean()}
-        k = self.mcmc_steps if mcmc_steps is None else mcmc_steps
-        self.last_chain = None
-        if k == 0 or n == 0:
-            return x
-        x, self.last_chain = metropolis_refine(lambda y: self.log_density(y, net=net), x, self.manifold, steps=k,
-                                               generator=generator)
-        return x
+        return x, c[:, 0]
+
+    @staticmethod
+    def resample_by_deficit(x: torch.Tensor, deficit: torch.Tensor, *, generator: Optional[torch.Generator] = None
+                            ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The second stage of :meth:`sample`: ``len(x)`` multinomial draws from ``x [n, D]`` with weights ``exp(C)``.
+
+        The weights are truncated (Ionides 2008) at ``sqrt(n)`` times their median: a trajectory
+        that skirts ``alpha ~ eps`` near ``t = 1`` picks up a deficit that the fixed-step solver
+        overstates by many nats, and one such weight would otherwise take every draw.
+
+        Returns:
+            The resampled points and 0-dim tensors (no host synchronisation): the effective sample
+            size as a fraction of ``n``, the log mean (truncated) weight (an estimate of ``log Z``),
+            the largest raw log-weight and the fraction of weights truncated.
+        """
+        n = x.shape[0]
+        cap = deficit.median() + 0.5 * math.log(n)
+        logw = torch.minimum(deficit, cap)
+        w = torch.softmax(logw, 0)
+        idx = torch.multinomial(w, n, replacement=True, generator=generator)
+        stats = {"effective_sample_size": 1 / (w * w).sum() / n,
+                 "log_mean_weight": torch.logsumexp(logw, 0) - math.log(n),
+                 "max_log_weight": deficit.max(), "truncated": (deficit > cap).double().mean()}
+        return x[idx], stats
 
     def _sampling_system(self, net: Optional[nn.Module] = None):
         """``(y, s) -> (v_s(y), (eps - mu(y))_+ / alpha_s(y))``: the sampling field and the clamp deficit rate."""
