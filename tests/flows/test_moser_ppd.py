@@ -198,6 +198,26 @@ def test_moser_resampling_removes_the_clamp_bias():
     assert mf.last_chain is not None
 
 
+def test_moser_resampling_truncates_an_outlying_weight():
+    # one path with a deficit overstated by 50 nats must not take every draw: its weight is capped at sqrt(n) x median
+    n = 400
+    x = Sphere(2).random_base(n, dtype=F64, generator=gen(2))
+    deficit = torch.zeros(n, dtype=F64)
+    deficit[:200] = 0.5
+    deficit[7] = 50.0
+    y, stats = MoserFlow.resample_by_deficit(x, deficit, generator=gen(3))
+    assert y.shape == x.shape
+    picked = (y.unsqueeze(1) == x.unsqueeze(0)).all(-1).double().argmax(1)
+    assert float(stats["truncated"]) == pytest.approx(1 / n)
+    cap = 0.0 + 0.5 * math.log(n)  # torch's median of an even count is the lower middle value: 0 here
+    share = math.exp(cap) / (math.exp(cap) + 199 * math.exp(0.5) + 200)  # 3.6%; untruncated it would be ~100%
+    assert float((picked == 7).double().mean()) == pytest.approx(share, abs=0.025)
+    assert 0.3 < float(stats["effective_sample_size"]) < 1
+    # untruncated weights: the heavier half is drawn e^0.5 times as often as the lighter half
+    heavy = float((picked < 200).double().mean() - (picked == 7).double().mean())
+    assert heavy / float((picked >= 200).double().mean()) == pytest.approx(math.exp(0.5), rel=0.25)
+
+
 def test_moser_hutchinson_density_is_unbiased():
     manifold = Sphere(2)
     net = small_net(manifold, 1.0)
