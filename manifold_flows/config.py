@@ -21,6 +21,9 @@ DEFAULT_EVAL_EVERY = 500
 """Steps between validations of a step-budgeted run that does not set ``eval_every``."""
 TIMED_EVALS = 10
 """Validations of a time-budgeted (``minutes``) run that does not set ``eval_every``, evenly spaced in time."""
+MAX_VALIDATION_SHARE = 0.2
+"""Largest share of a time budget that periodic validations may take: when one validation is slow (a likelihood
+solve on a 9-dimensional manifold, a mesh), the next waits until training has had the rest."""
 
 METHODS = ("rfm", "moser", "ppd")
 """Training objectives by name (see :data:`manifold_flows.objectives.OBJECTIVES`)."""

@@ -26,7 +26,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import DTYPES, RESUMABLE, TIMED_EVALS, TrainConfig
+from .config import DTYPES, MAX_VALIDATION_SHARE, RESUMABLE, TIMED_EVALS, TrainConfig
 from .evaluation import evaluate_split, nll
 from .nets import EMA
 
@@ -107,6 +107,17 @@ class Budget:
         if self.seconds is not None:
             p = max(p, elapsed / self.seconds)
         return p
+
+    def next_validation(self, elapsed: float, validation_seconds: float) -> float:
+        """When the next periodic validation of a time budget is due (seconds spent), given the last one's cost.
+
+        Validations fall on a grid of :data:`TIMED_EVALS` per budget, and never closer together than the
+        training time that keeps them within :data:`MAX_VALIDATION_SHARE` of the time spent.
+        """
+        period = self.seconds / TIMED_EVALS
+        spacing = validation_seconds * (1.0 - MAX_VALIDATION_SHARE) / MAX_VALIDATION_SHARE
+        grid = (math.floor(elapsed / period) + 1) * period
+        return max(grid, elapsed + spacing)
 
     def done(self, step: int, elapsed: float, reserve: float = 0.0) -> bool:
         """Whether to stop: the step cap reached, or too little time left for another step plus ``reserve`` seconds."""
@@ -259,9 +270,10 @@ class Trainer:
         self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         self.loss_count = 0
         self.val_seconds = 0.0
-        # validations every eval_every steps, or (time budget, no eval_every) every tenth of the time
-        period = None if cfg.eval_every else self.budget.seconds / TIMED_EVALS
-        next_eval = (math.floor(self.train_seconds / period) + 1) * period if period else math.inf
+        # validations every eval_every steps, or (time budget, no eval_every) every tenth of the time, spaced
+        # out further when they are slow (Budget.next_validation)
+        timed = not cfg.eval_every
+        next_eval = self.budget.next_validation(self.train_seconds, 0.0) if timed else math.inf
         self.tick = self.window_start = time.perf_counter()
         self.window_first_step = self.step
         with _SigintFlag() as sigint:
@@ -273,10 +285,10 @@ class Trainer:
                 last = self.budget.done(self.step, elapsed, reserve=self.val_seconds)
                 due = self.step % cfg.eval_every == 0 if cfg.eval_every else elapsed >= next_eval
                 if due or last or sigint.raised:
-                    if period:
-                        next_eval = (math.floor(elapsed / period) + 1) * period
                     if self.rank == 0:
                         self.validate_and_checkpoint(validate=not sigint.raised)
+                    if timed:
+                        next_eval = self.budget.next_validation(self.elapsed(), self.val_seconds)
                     if sigint.raised:
                         self.bar.close()
                         raise Interrupted(f"interrupted at step {self.step}; {self.last_path} holds it: add --resume "

@@ -19,6 +19,8 @@ import torch
 
 from manifold_flows.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from manifold_flows.cli import main
+from manifold_flows.config import MAX_VALIDATION_SHARE, TrainConfig
+from manifold_flows.training import Budget
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--hidden", "16", "--depth", "2", "--batch-size", "32", "--solver-steps", "4", "--max-val-points", "30",
@@ -262,6 +264,22 @@ def test_minutes_budget_stops_on_time_and_resumes(capsys, tmp_path):
     assert code == 0, err
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] > first and m["resumes"][-1]["changed"]["minutes"] == [0.05, 0.1]
+
+
+def test_slow_validations_keep_to_their_share_of_a_time_budget():
+    budget = Budget(TrainConfig(data="volcano", minutes=2.0))  # 120 s: a grid of validations every 12 s
+    assert budget.next_validation(0.0, 0.0) == pytest.approx(12.0)
+    assert budget.next_validation(13.0, 1.0) == pytest.approx(24.0)  # a cheap validation keeps the grid
+    # a 10-second validation at 13 s: the next waits for 40 s of training, so validations stay at 20% of the time
+    share = MAX_VALIDATION_SHARE
+    assert budget.next_validation(23.0, 10.0) == pytest.approx(23.0 + 10.0 * (1 - share) / share)
+    # a simulated run with validations of 15 s, longer than the grid's 12 s: on the grid alone they would take
+    # all the time; spaced out, the periodic ones take at most the share of the budget plus one
+    due, validating = budget.next_validation(0.0, 0.0), 0.0
+    while due < 120.0:
+        validating += 15.0
+        due = budget.next_validation(due + 15.0, 15.0)
+    assert 15.0 <= validating <= share * 120.0 + 15.0
 
 
 def test_meshes_that_cannot_work_are_refused(tmp_path):
