@@ -113,7 +113,7 @@ class Mesh(GeometryBuffers, Manifold):
             length = float(np.linalg.norm(a.vertices[edges[:, 0]] - a.vertices[edges[:, 1]], axis=1).sum())
             width = 0.05 * self.area / length if boundary_width is None else float(boundary_width)
             self.collar = BoundaryCollar(a.vertices, edges, width)
-        self._memo: List[Tuple[Any, int, torch.Tensor]] = []
+        self._memo: List[Tuple[Any, tuple, torch.Tensor, torch.Tensor]] = []
         self._geodesics = None
 
     # ------------------------------------------------------------------ tables
@@ -163,44 +163,67 @@ class Mesh(GeometryBuffers, Manifold):
         """Inverse of :meth:`to_internal`."""
         return x / self._factor + torch.as_tensor(self._centre, dtype=x.dtype, device=x.device)
 
-    def _remember(self, x: torch.Tensor, face: torch.Tensor) -> None:
+    @staticmethod
+    def _memo_key(x: torch.Tensor) -> Optional[tuple]:
+        """What identifies ``x``'s values while its memory is alive: the memory, the layout and the version counter.
+
+        Views made by ``detach()`` share all of them, so a detached copy of a remembered tensor is recognised.
+        Inference tensors carry no version counter: None (nothing is remembered).
+        """
         try:
             version = x._version
-        except RuntimeError:  # inference tensors carry no version counter: nothing to remember them by
-            return
-        self._memo.append((weakref.ref(x), version, face))
-        del self._memo[:-8]
+        except RuntimeError:
+            return None
+        return x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device, version
+
+    def _remember(self, x: torch.Tensor, face: torch.Tensor, p: torch.Tensor) -> None:
+        """Remember that the closest point of ``x`` is ``p`` (detached) on ``face``."""
+        key = self._memo_key(x)
+        if key is not None:
+            # the weak reference keeps the key honest: while x lives, no other tensor can own its memory
+            self._memo.append((weakref.ref(x), key, face, p))
+            del self._memo[:-8]
+
+    def _recall(self, x: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(face, p)`` for a remembered ``x`` (or a ``detach()`` view of one) with unchanged values, else None."""
+        key = self._memo_key(x)
+        if key is None:
+            return None
+        for ref, k, face, p in reversed(self._memo):
+            if k == key and ref() is not None:
+                return face, p
+        return None
 
     def face_of(self, x: torch.Tensor) -> torch.Tensor:
         """Index ``[...]`` of the face containing (closest to) each point ``x [..., 3]``.
 
-        Outputs of :meth:`projx` are remembered (by identity and version counter), so the
-        ``proju(projx(y), v)`` pattern of the fields and solvers searches once.
+        The inputs and outputs of :meth:`projx` are remembered (by memory, layout and version
+        counter), so the ``proju(projx(y), v)`` pattern of the fields and solvers searches once.
         """
-        for ref, version, face in reversed(self._memo):
-            if ref() is x:
-                try:
-                    if x._version == version:
-                        return face
-                except RuntimeError:
-                    break
-        return self.index.closest(x, exact=False)[0]
+        hit = self._recall(x)
+        return hit[0] if hit is not None else self.index.closest(x, exact=False)[0]
 
     def _straight_through(self, x: torch.Tensor, face: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         p = p.to(x.dtype)
+        self._remember(x, face, p)
+        out = p
         if x.requires_grad:
             n = self._data(x.dtype, x.device)["face_normals"][face]
             delta = x - x.detach()
-            p = p + delta - n * dot(n, delta, keepdim=True)
-        self._remember(p, face)
-        return p
+            out = p + delta - n * dot(n, delta, keepdim=True)
+        self._remember(out, face, p)
+        return out
 
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """Closest point on the mesh, ``[..., 3]``; differentiable with the face projector as Jacobian.
 
         Reads nothing on the host (hot loops); see :meth:`projx_checked` for points entering a program.
+        A point projected before (the input or output of an earlier call, or a ``detach()`` view of
+        one, values unchanged) is not searched again: a solver stage, the field's extension and the
+        network each project the same state.
         """
-        face, _, p = self.index.closest(x, exact=False)
+        hit = self._recall(x)
+        face, p = hit if hit is not None else self.index.closest(x, exact=False)[::2]
         return self._straight_through(x, face, p)
 
     def projx_checked(self, x: torch.Tensor) -> torch.Tensor:

@@ -249,3 +249,28 @@ def test_cli_mesh_bad_options(tmp_path):
     assert res.returncode != 0 and "needs a mesh" in res.stderr
     res = cli("train", "--data", "mesh:/no/such.obj", "--steps", 1, "--out", tmp_path / "z", *TINY)
     assert res.returncode != 0 and "unknown mesh" in res.stderr
+
+
+def test_likelihood_searches_each_state_once(bunny, monkeypatch):
+    """One closest-point search per field evaluation of the likelihood ODE, not three.
+
+    The solver projects each stage, the field extends its output with the face of that point and the
+    exact divergence differentiates a detached copy: all three see the same state. The remembered face
+    is the one the projection found; a fresh search may give a neighbouring face to a state that lies on
+    an edge, so the two likelihoods agree at most points and converge to the same values with the steps.
+    """
+    from manifold_flows.likelihood import log_likelihood
+
+    torch.manual_seed(0)
+    net = VectorField(bunny, 16, 1).double()
+    x = bunny.random_base(64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    calls = []
+    search = bunny.index.closest
+    monkeypatch.setattr(bunny.index, "closest", lambda *a, **k: calls.append(1) or search(*a, **k))
+    memo = log_likelihood(net, x, manifold=bunny, solver_steps=3)
+    assert len(calls) <= 4 * 3 + 1  # RK4: four evaluations per step, and the first projection
+    calls.clear()
+    monkeypatch.setattr(Mesh, "_recall", lambda self, y: None)
+    fresh = log_likelihood(net, x, manifold=bunny, solver_steps=3)
+    assert len(calls) >= 3 * 4 * 3
+    assert ((memo - fresh).abs() < 1e-10).double().mean() > 0.7

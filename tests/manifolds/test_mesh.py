@@ -414,3 +414,27 @@ def test_search_without_host_reads_matches_the_certified_one(bunny):
     exact = bunny.closest(far)[2]
     wrong = int(((q - exact).norm(dim=-1) > 1e-9).sum())
     assert bunny.unresolved_projections - before >= wrong
+
+
+def test_projection_memo_is_keyed_by_memory_layout_and_version(bunny, monkeypatch):
+    """``projx`` skips the search for a tensor it has seen, and only then.
+
+    Seen: the input or output of an earlier call, or a detached view of one. A copy with equal values,
+    an in-place change or a new layout searches again.
+    """
+    g = torch.Generator().manual_seed(8)
+    x = bunny.random_base(200, dtype=torch.float64, generator=g) + 0.01 * torch.randn(200, 3, dtype=torch.float64,
+                                                                                      generator=g)
+    calls = []
+    search = bunny.index.closest
+    monkeypatch.setattr(bunny.index, "closest", lambda *a, **k: calls.append(1) or search(*a, **k))
+    p = bunny.projx(x)
+    face = bunny.face_of(p)
+    assert len(calls) == 1
+    assert torch.equal(bunny.projx(x.detach()), p) and torch.equal(bunny.projx(p.detach()), p)
+    assert torch.equal(bunny.face_of(x), face) and torch.equal(bunny.face_of(p.detach()), face)
+    assert len(calls) == 1
+    assert torch.equal(bunny.projx(x.clone()), p) and len(calls) == 2  # new memory: searched
+    assert torch.equal(bunny.projx(x[:100]), p[:100]) and len(calls) == 3  # new shape: searched
+    x.add_(0.02)  # the version counter moves: the remembered result no longer applies
+    assert torch.equal(bunny.projx(x), search(x, exact=False)[2]) and len(calls) == 4
