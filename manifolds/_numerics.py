@@ -26,6 +26,20 @@ def dot(x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Ten
     return out.unsqueeze(-1) if keepdim else out
 
 
+def orthonormal_complement(n: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis ``[..., D-1, D]`` of the hyperplane orthogonal to unit vectors ``n [..., D]``.
+
+    Rows 1.. of the Householder reflection that sends ``e_0`` to ``-sign(n_0) n``: exact, stable for
+    every ``n`` (the reflection vector ``n + sign(n_0) e_0`` has norm at least 1) and batched.
+    """
+    sign = torch.where(n[..., :1] >= 0, 1.0, -1.0).to(n.dtype)
+    w = n.clone()
+    w[..., :1] = w[..., :1] + sign
+    h = -2.0 * w.unsqueeze(-2) * w[..., 1:].unsqueeze(-1) / dot(w, w)[..., None, None]  # rows 1.. of -2 w w^T / |w|^2
+    eye = torch.eye(n.shape[-1], dtype=n.dtype, device=n.device)[1:]
+    return h + eye
+
+
 def safe_sqrt(s: torch.Tensor) -> torch.Tensor:
     """``sqrt(s)`` for ``s >= 0`` with a finite (zero) gradient at ``s = 0``.
 

@@ -166,6 +166,17 @@ class Manifold(geoopt.Manifold):
         """
         return self.proju(x, u)
 
+    def tangent_frame(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """An orthonormal basis ``[..., dim, ambient_dim]`` of the tangent space at points ``x``, or None.
+
+        Orthonormal for the Euclidean inner product of the coordinates, and given only where the
+        differential of :meth:`projx` at the manifold is the orthogonal projector onto it: then a
+        field extended through ``projx`` has an ambient Jacobian with ``J = J P``, and its trace is
+        ``sum_k f_k^T J f_k``, ``dim`` vector-Jacobian products instead of ``ambient_dim`` (the
+        exact divergence uses it). None (the default) where that does not hold or gains nothing.
+        """
+        return None
+
     def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Turn an ambient vector field's values ``u`` at ``x`` into a tangent field (applied to a network's output).
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import geodesics as geo, spectral
-from ._numerics import dot
+from ._numerics import dot, orthonormal_complement
 from .base import Manifold, batch_shape
 from .mesh_boundary import BoundaryCollar, boundary_edges
 from .mesh_index import ClosestPointIndex, GeometryBuffers, barycentric_in
@@ -292,6 +292,10 @@ class Mesh(GeometryBuffers, Manifold):
         if self.collar is not None:
             out = self.collar(x.to(u.dtype)).unsqueeze(-1) * out
         return out
+
+    def tangent_frame(self, x: torch.Tensor) -> torch.Tensor:
+        """An orthonormal basis ``[..., 2, 3]`` of each point's face plane (where :meth:`projx`'s Jacobian projects)."""
+        return orthonormal_complement(self.normal(x))
 
     def proju_orthogonal(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection ``u - <n_f, u> n_f`` onto the face plane.

@@ -162,6 +162,16 @@ class SO3(Manifold):
         a = r.transpose(-1, -2) @ _mat(u)
         return _flat(r @ (0.5 * (a - a.transpose(-1, -2))))
 
+    def tangent_frame(self, x: torch.Tensor) -> torch.Tensor:
+        """``R E_k / sqrt 2`` for the three unit skew generators ``E_k``: a Frobenius-orthonormal basis ``[..., 3, 9]``.
+
+        The polar projection's differential at a rotation is the orthogonal projector ``R skew(R^T H)``.
+        """
+        e = torch.zeros(3, 3, 3, dtype=x.dtype, device=x.device)
+        for k, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
+            e[k, i, j], e[k, j, i] = -1.0, 1.0
+        return _flat(_mat(x).unsqueeze(-3) @ e) / math.sqrt(2.0)
+
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient ``2 proju(x, u)`` (the metric is half the Frobenius one); ``[..., 9]``."""
         return 2.0 * self.proju(x, u)

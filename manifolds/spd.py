@@ -111,6 +111,21 @@ class SPD(Manifold):
         u = u.expand(torch.broadcast_shapes(x.shape, u.shape))
         return self._flat(sym(self._mat(u)))
 
+    def tangent_frame(self, x: torch.Tensor) -> torch.Tensor:
+        """``E_ii`` and ``(E_ij + E_ji) / sqrt 2``: a Frobenius-orthonormal basis ``[..., n(n+1)/2, n*n]``.
+
+        It spans the symmetric matrices; symmetrisation, the differential of :meth:`projx` inside the
+        cone, is their orthogonal projector.
+        """
+        n = self.n
+        rows = []
+        for i in range(n):
+            for j in range(i, n):
+                e = torch.zeros(n, n, dtype=x.dtype, device=x.device)
+                e[i, j] = e[j, i] = 1.0 if i == j else 1.0 / math.sqrt(2.0)
+                rows.append(e.reshape(-1))
+        return torch.stack(rows).expand(*x.shape[:-1], len(rows), n * n)
+
     def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``A sym(U) A^T`` (``P = A A^T``, Cholesky): a network output read in whitened coordinates; ``[..., n*n]``.
 

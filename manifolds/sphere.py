@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._numerics import dot, norm, safe_sqrt, tiny
+from ._numerics import dot, norm, orthonormal_complement, safe_sqrt, tiny
 from .base import Manifold, batch_shape
 
 
@@ -47,6 +47,10 @@ class Sphere(Manifold):
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``u - <x, u> x``; shapes ``[..., d+1]``."""
         return u - dot(x, u, keepdim=True) * x
+
+    def tangent_frame(self, x: torch.Tensor) -> torch.Tensor:
+        """An orthonormal basis ``[..., d, d+1]`` of ``x``'s orthogonal complement (the differential of ``x / |x|``)."""
+        return orthonormal_complement(x)
 
     def inner(self, x, u, v=None, *, keepdim: bool = False) -> torch.Tensor:
         """Euclidean inner product of tangent vectors at ``x``; shape ``[...]``."""
