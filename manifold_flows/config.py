@@ -12,7 +12,7 @@ import torch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-PATHS = ("geodesic", "biharmonic", "diffusion")
+PATHS = ("geodesic", "shortest", "biharmonic", "diffusion")
 """Values of ``TrainConfig.path`` (unset: geodesic where exp/log exist or geodesics can be traced, as on meshes)."""
 
 DEFAULT_STEPS = 2000
@@ -105,6 +105,7 @@ class TrainConfig:
         "RFM: noise-data coupling: independent | ot (minibatch optimal transport)"))
     path: Optional[str] = field(default=None, metadata=_help(
         "RFM conditional path: geodesic (exp/log maps; on meshes traced geodesics and heat-method log maps) | "
+        "shortest (meshes: exact shortest paths through vertices, starting at the base points) | "
         "biharmonic | diffusion (spectral premetrics on meshes; default: geodesic everywhere it exists)"))
     n_eigs: Optional[int] = field(default=None, metadata=_help(
         "RFM on meshes: Laplace-Beltrami eigenpairs of the spectral distance (default 100)"))

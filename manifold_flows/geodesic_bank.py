@@ -18,9 +18,10 @@ def trace_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
 
     The geodesic is the straightest path from ``x1`` along ``log_{x1}(x0)`` (vector heat log maps
     of the corners of ``x1``'s face, so only their rows are needed), for the length of that vector;
-    it ends at ``x0' ~ x0`` and runs through ``x1`` exactly. At time ``t`` the state is the point
-    at arc length ``(1 - t) L`` from ``x1`` and the velocity ``L`` times the unit tangent there,
-    pointing towards ``x1``.
+    it ends at ``x0' ~ x0`` and runs through ``x1`` exactly (states as in :func:`states_on_polylines`).
+    Where the log map is poor (far points, boundaries, non-convex regions) ``x0'`` can be far from
+    ``x0``, and the starts of a bank are then not distributed as the base: :func:`shortest_states`
+    has exact ends.
 
     Args:
         mesh: the :class:`manifolds.Mesh`.
@@ -35,10 +36,51 @@ def trace_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
     f0, b0 = locate(mesh, x0)
     geo = mesh.geodesics
     v = geo.log(f1, b1, f0, b0)  # [n, 3], tangent at x1
-    n, k = t.shape
+    n = t.shape[0]
     starts = np.einsum("nk,nkd->nd", b1, geo.V[geo.F[f1]])
     polylines = [np.asarray(geo.tracer.trace_geodesic_from_face(int(f1[i]), b1[i], v[i]))
                  if np.linalg.norm(v[i]) > 0 else starts[i:i + 1] for i in range(n)]
+    return states_on_polylines(polylines, t)
+
+
+def shortest_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
+    """States of paths from ``x0`` to ``x1`` through shortest paths on the surface, with exact ends.
+
+    Each path runs straight inside ``x1``'s face to its nearest corner, along the exact shortest
+    path of the mesh to the nearest corner of ``x0``'s face, and straight inside that face to
+    ``x0`` (states as in :func:`states_on_polylines`). Its starts are the base points themselves, so
+    a bank of them is distributed as the base on any mesh, closed or open, convex or not.
+
+    Args:
+        mesh: the :class:`manifolds.Mesh`.
+        x1: data points ``[n, 3]`` (float64, CPU).
+        x0: base points ``[n, 3]``.
+        t: times ``[n, K]`` in ``[0, 1)``.
+
+    Returns:
+        ``(x0 [n, 3], xt [n, K, 3], ut [n, K, 3])`` as float64 numpy arrays.
+    """
+    f1, b1 = locate(mesh, x1)
+    f0, b0 = locate(mesh, x0)
+    geo = mesh.geodesics
+    v1 = geo.F[f1, b1.argmax(1)]
+    v0 = geo.F[f0, b0.argmax(1)]
+    a, b = x1.numpy(), x0.numpy()
+    polylines = [np.concatenate([a[i:i + 1], geo.shortest_path(int(v1[i]), int(v0[i])), b[i:i + 1]])
+                 for i in range(len(v1))]
+    return states_on_polylines(polylines, t)
+
+
+def states_on_polylines(polylines, t: torch.Tensor):
+    """States of paths given as polylines from ``x1`` (first point) to ``x0`` (last point) at times ``t [n, K]``.
+
+    At time ``t`` the state is the point at arc length ``(1 - t) L`` from ``x1`` (``L`` the polyline's
+    length) and the velocity ``L`` times the unit tangent there, pointing towards ``x1``.
+
+    Returns:
+        ``(x0 [n, 3], xt [n, K, 3], ut [n, K, 3])`` as float64 numpy arrays.
+    """
+    n, k = t.shape
     sizes = np.array([len(p) for p in polylines])
     pts = np.concatenate(polylines)  # [P, 3], path i in rows offset[i] .. offset[i] + sizes[i]
     offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -65,6 +107,10 @@ def trace_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
     return ends, xt.reshape(n, k, 3), ut.reshape(n, k, 3)
 
 
+PATH_KINDS = {"traced": trace_states, "shortest": shortest_states}
+"""How a bank makes its paths: straightest geodesics along the log map, or exact shortest paths through vertices."""
+
+
 class GeodesicBank(ConditionalPath):
     """RFM's geodesic paths on a mesh, traced on the host in banks between training steps.
 
@@ -89,8 +135,11 @@ class GeodesicBank(ConditionalPath):
     """
 
     def __init__(self, mesh, *, pairs: int = 16384, states: int = 16, sources: int = 1024, refresh: int = 500,
-                 chunk: int = 128, seed: int = 0):
+                 chunk: int = 128, seed: int = 0, kind: str = "traced"):
         super().__init__()
+        if kind not in PATH_KINDS:
+            raise ValueError(f"kind must be one of {sorted(PATH_KINDS)}, got {kind!r}")
+        self.kind = kind
         for name, value in (("pairs", pairs), ("states", states), ("sources", sources), ("refresh", refresh),
                             ("chunk", chunk)):
             if value < 1:
@@ -122,7 +171,7 @@ class GeodesicBank(ConditionalPath):
         x0 = self.mesh.random_base(x1.shape[0], dtype=torch.float64, generator=self._gen)
         t = (torch.arange(self.states, dtype=torch.float64) + torch.rand(x1.shape[0], 1, dtype=torch.float64,
                                                                           generator=self._gen)) / self.states
-        parts = [trace_states(self.mesh, x1[i:i + self.chunk * per], x0[i:i + self.chunk * per],
+        parts = [PATH_KINDS[self.kind](self.mesh, x1[i:i + self.chunk * per], x0[i:i + self.chunk * per],
                               t[i:i + self.chunk * per]) for i in range(0, x1.shape[0], self.chunk * per)]
         ends, xt, ut = (torch.from_numpy(np.concatenate(p)) for p in zip(*parts))
         xt = self.mesh.projx(xt.reshape(-1, 3))
@@ -149,4 +198,5 @@ class GeodesicBank(ConditionalPath):
 
     def extra_repr(self) -> str:
         """The bank's sizes and refresh interval, for ``repr``."""
-        return f"pairs={self.n_pairs}, states={self.states}, sources={self.sources}, refresh={self.refresh}"
+        return (f"kind={self.kind}, pairs={self.n_pairs}, states={self.states}, sources={self.sources}, "
+                f"refresh={self.refresh}")

@@ -27,6 +27,15 @@ def test_default_rfm_path_on_meshes_is_the_geodesic_bank(name):
     assert isinstance(build_path(TrainConfig(data=f"mesh:{name}").resolved(), mesh), GeodesicBank)
     biharmonic = build_path(TrainConfig(data=f"mesh:{name}", path="biharmonic", n_eigs=20).resolved(), mesh)
     assert not isinstance(biharmonic, GeodesicBank)
+    assert build_path(TrainConfig(data=f"mesh:{name}").resolved(), mesh).kind == "traced"
+    assert build_path(TrainConfig(data=f"mesh:{name}", path="shortest").resolved(), mesh).kind == "shortest"
+
+
+def test_shortest_paths_need_a_mesh():
+    import manifolds as mf
+
+    with pytest.raises(ValueError, match="needs a mesh"):
+        build_path(TrainConfig(data="volcano", path="shortest").resolved(), mf.Sphere(2))
 
 
 def test_default_path_learns_on_a_small_mesh(tmp_path):
@@ -62,3 +71,33 @@ def test_moser_flow_refuses_an_open_mesh():
     mesh = load_mesh("sheet")
     with pytest.raises(ValueError, match="without boundary"):
         build_objective(TrainConfig(data="mesh:sheet", method="moser"), mesh)
+
+
+def test_shortest_paths_start_at_the_base_points_where_traced_ones_stop_at_walls():
+    """Shortest paths start at their base points on the maze, where traced ones stop at the walls.
+
+    Straightest geodesics along the log map end far from their base points there; shortest paths
+    through the vertices start exactly at them, stay on the surface and move at constant speed.
+    """
+    from manifold_flows.geodesic_bank import shortest_states, trace_states
+
+    mesh = load_mesh("maze")
+    g = torch.Generator().manual_seed(4)
+    x1 = mesh.random_base(60, dtype=torch.float64, generator=g)
+    x0 = mesh.random_base(60, dtype=torch.float64, generator=g)
+    t = torch.rand(60, 3, dtype=torch.float64, generator=g)
+    traced_ends = torch.from_numpy(trace_states(mesh, x1, x0, t)[0])
+    assert ((traced_ends - x0).norm(dim=-1) > 0.5).double().mean() > 0.5  # the reason for shortest paths
+    ends, xt, ut = (torch.from_numpy(a) for a in shortest_states(mesh, x1, x0, t))
+    assert torch.equal(ends, x0)
+    flat = xt.reshape(-1, 3)
+    assert (mesh.projx(flat) - flat).norm(dim=-1).max() < 1e-9
+    speed = ut.norm(dim=-1)  # the path's length at every state
+    assert torch.allclose(speed, speed[:, :1].expand_as(speed))
+    assert (speed[:, 0] >= (x1 - x0).norm(dim=-1) - 1e-9).all()
+    # the velocity is the time derivative of the state: a small step in t moves the state by ut dt
+    dt = 1e-6
+    later = torch.from_numpy(shortest_states(mesh, x1, x0, (t + dt).clamp(max=1 - 1e-9))[1])
+    fd = (later - xt) / dt
+    close = (fd - ut).norm(dim=-1) < 1e-3 * speed
+    assert close.double().mean() > 0.9  # all but the states within dt of a corner of the polyline
