@@ -37,6 +37,7 @@ RUNS = ROOT / "runs" / "bench-gaps"
 CASES: Dict[str, tuple] = {
     "so3-rfm": ("wrapped_normal_so3", "rfm", []),
     "so3-moser": ("wrapped_normal_so3", "moser", []),
+    "so3-moser-n100k": ("wrapped_normal_so3", "moser", ["--n-synthetic", "100000"]),
     "so3-ppd": ("wrapped_normal_so3", "ppd", []),
     "spd2-rfm": ("wrapped_normal_spd2", "rfm", []),
     "spd3-rfm": ("wrapped_normal_spd3", "rfm", []),
