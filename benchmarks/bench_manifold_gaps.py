@@ -32,6 +32,8 @@ RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", ROOT / "benchmarks" / "re
 RESULTS = RESULTS_DIR / "manifold_gaps.jsonl"
 UNCAPPED = RESULTS_DIR / "manifold_gaps-uncapped.jsonl"
 """Runs made before periodic validations were capped at a fifth of a time budget (kept for comparison)."""
+# manifold_gaps-before-frames.jsonl keeps the 10-minute Moser Flow run on SO(3) made before the exact
+# divergence ran along tangent frames (1,625 steps, gap 0.070; the same run with frames: 4,620 steps)
 RUNS = ROOT / "runs" / "bench-gaps"
 
 CASES: Dict[str, tuple] = {
