@@ -47,6 +47,7 @@ CASES: Dict[str, tuple] = {
     "hyperboloid2-rfm": ("wrapped_normal_hyperboloid2", "rfm", []),
     "torus10-rfm": ("torus_mixture_t10", "rfm", []),
     "torus10-rfm-n100k": ("torus_mixture_t10", "rfm", ["--n-synthetic", "100000"]),
+    "torus10-rfm-n100k-lr3e-3": ("torus_mixture_t10", "rfm", ["--n-synthetic", "100000", "--lr", "3e-3"]),
     "torus10-moser": ("torus_mixture_t10", "moser", []),
     "torus10-ppd": ("torus_mixture_t10", "ppd", []),
 }
