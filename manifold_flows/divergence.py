@@ -139,8 +139,10 @@ def value_and_divergence(
     t = _as_time(t, x)
     D = x.shape[-1]
 
+    projected = {}
+
     def g(y: torch.Tensor) -> torch.Tensor:
-        p = manifold.projx(y)
+        p = projected["p"] = manifold.projx(y)
         return manifold.proju(p, field(p, t))
 
     with torch.enable_grad():
@@ -150,7 +152,7 @@ def value_and_divergence(
             div = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
             # [..., d, D] or None (module notes); fixed frames carry no derivative w.r.t. the points, so
             # a divergence to be differentiated w.r.t. x takes the ambient trace
-            frame = None if y is x else manifold.tangent_frame(manifold.projx(x.detach()))
+            frame = None if y is x else manifold.tangent_frame(projected["p"].detach())
             passes = D if frame is None else frame.shape[-2]
             if v.requires_grad:  # otherwise the field is constant in x and has no parameters
                 for i in range(passes):

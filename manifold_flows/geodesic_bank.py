@@ -49,16 +49,8 @@ def shortest_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
     Each path runs straight inside ``x1``'s face to its nearest corner, along the exact shortest
     path of the mesh to the nearest corner of ``x0``'s face, and straight inside that face to
     ``x0`` (states as in :func:`states_on_polylines`). Its starts are the base points themselves, so
-    a bank of them is distributed as the base on any mesh, closed or open, convex or not.
-
-    Args:
-        mesh: the :class:`manifolds.Mesh`.
-        x1: data points ``[n, 3]`` (float64, CPU).
-        x0: base points ``[n, 3]``.
-        t: times ``[n, K]`` in ``[0, 1)``.
-
-    Returns:
-        ``(x0 [n, 3], xt [n, K, 3], ut [n, K, 3])`` as float64 numpy arrays.
+    a bank of them is distributed as the base on any mesh, closed or open, convex or not. Arguments
+    and results as in :func:`trace_states`, with ``x0`` itself in place of ``x0'``.
     """
     f1, b1 = locate(mesh, x1)
     f0, b0 = locate(mesh, x0)

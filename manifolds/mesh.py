@@ -179,7 +179,7 @@ class Mesh(GeometryBuffers, Manifold):
     def _remember(self, x: torch.Tensor, face: torch.Tensor, p: torch.Tensor) -> None:
         """Remember that the closest point of ``x`` is ``p`` (detached) on ``face``."""
         key = self._memo_key(x)
-        if key is not None:
+        if key is not None and all(k != key or ref() is None for ref, k, _, _ in self._memo):
             # the weak reference keeps the key honest: while x lives, no other tensor can own its memory
             self._memo.append((weakref.ref(x), key, face, p))
             del self._memo[:-8]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -118,6 +119,15 @@ class _RotationProjection(torch.autograd.Function):
         return r @ v @ ((g - g.transpose(-1, -2)) / den) @ vh
 
 
+@functools.lru_cache(maxsize=None)
+def _skew_generators(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The unit skew matrices ``E_k`` (``E_k v = e_k x v``), ``[3, 3, 3]``, built once per dtype and device."""
+    e = torch.zeros(3, 3, 3, dtype=dtype, device=device)
+    for k, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
+        e[k, i, j], e[k, j, i] = -1.0, 1.0
+    return e
+
+
 class SO3(Manifold):
     """The rotation group ``SO(3)``; a point is a rotation matrix flattened row-major to ``[..., 9]``.
 
@@ -167,10 +177,7 @@ class SO3(Manifold):
 
         The polar projection's differential at a rotation is the orthogonal projector ``R skew(R^T H)``.
         """
-        e = torch.zeros(3, 3, 3, dtype=x.dtype, device=x.device)
-        for k, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
-            e[k, i, j], e[k, j, i] = -1.0, 1.0
-        return _flat(_mat(x).unsqueeze(-3) @ e) / math.sqrt(2.0)
+        return _flat(_mat(x).unsqueeze(-3) @ _skew_generators(x.dtype, x.device)) / math.sqrt(2.0)
 
     def egrad2rgrad(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Riemannian gradient ``2 proju(x, u)`` (the metric is half the Frobenius one); ``[..., 9]``."""

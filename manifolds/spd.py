@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -9,6 +10,18 @@ import torch
 from ._matrix_functions import _log1p_floor, matrix_function, sym
 from ._numerics import log_sinhc, norm, tiny
 from .base import Manifold, batch_shape
+
+
+@functools.lru_cache(maxsize=None)
+def _symmetric_basis(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``E_ii`` and ``(E_ij + E_ji) / sqrt 2`` flattened: ``[n(n+1)/2, n*n]``, built once per dtype and device."""
+    rows = []
+    for i in range(n):
+        for j in range(i, n):
+            e = torch.zeros(n, n, dtype=dtype, device=device)
+            e[i, j] = e[j, i] = 1.0 if i == j else 1.0 / math.sqrt(2.0)
+            rows.append(e.reshape(-1))
+    return torch.stack(rows)
 
 
 class SPD(Manifold):
@@ -117,14 +130,8 @@ class SPD(Manifold):
         It spans the symmetric matrices; symmetrisation, the differential of :meth:`projx` inside the
         cone, is their orthogonal projector.
         """
-        n = self.n
-        rows = []
-        for i in range(n):
-            for j in range(i, n):
-                e = torch.zeros(n, n, dtype=x.dtype, device=x.device)
-                e[i, j] = e[j, i] = 1.0 if i == j else 1.0 / math.sqrt(2.0)
-                rows.append(e.reshape(-1))
-        return torch.stack(rows).expand(*x.shape[:-1], len(rows), n * n)
+        basis = _symmetric_basis(self.n, x.dtype, x.device)
+        return basis.expand(*x.shape[:-1], *basis.shape)
 
     def tangent_field(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``A sym(U) A^T`` (``P = A A^T``, Cholesky): a network output read in whitened coordinates; ``[..., n*n]``.
