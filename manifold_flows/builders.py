@@ -64,7 +64,7 @@ def build_objective(cfg: TrainConfig, manifold: Manifold) -> FlowObjective:
     if cfg.method == "rfm":
         return RFM(manifold, net, coupling=cfg.coupling, path=build_path(cfg, manifold))
     if moser:
-        return MoserFlow(manifold, net, eps=cfg.eps, lam=cfg.lam, n_uniform=cfg.n_uniform, divergence=cfg.divergence,
-                         n_probes=cfg.n_probes)
+        return MoserFlow(manifold, net, eps=cfg.eps, lam=cfg.lam, field_scale=cfg.field_scale, n_uniform=cfg.n_uniform,
+                         divergence=cfg.divergence, n_probes=cfg.n_probes)
     return PPD(manifold, net, norm=cfg.ppd_norm, kappa1=cfg.kappa1, uniform=cfg.uniform, divergence=cfg.divergence,
                n_probes=cfg.n_probes)

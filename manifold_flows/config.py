@@ -31,7 +31,7 @@ METHODS = ("rfm", "moser", "ppd")
 METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "rfm": {"lr": 1e-3, "activation": "silu", "zero_init": False, "coupling": "independent", "n_eigs": 100,
             "sim_steps": 50},
-    "moser": {"lr": 1e-3, "activation": "softplus100", "lam": 2.0, "eps": 1e-5, "zero_init": True,
+    "moser": {"lr": 1e-3, "activation": "softplus100", "lam": 2.0, "zero_init": True,
               "divergence": "auto", "n_probes": 1},
     "ppd": {"lr": 1e-3, "activation": "silu", "ppd_norm": 1, "zero_init": False, "divergence": "auto", "n_probes": 1},
 }
@@ -39,7 +39,7 @@ METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
 
 METHOD_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "coupling": ("rfm",), "path": ("rfm",), "n_eigs": ("rfm",), "sim_steps": ("rfm",), "diffusion_time": ("rfm",),
-    "lam": ("moser",), "eps": ("moser",), "n_uniform": ("moser",),
+    "lam": ("moser",), "eps": ("moser",), "field_scale": ("moser",), "n_uniform": ("moser",),
     "ppd_norm": ("ppd",), "kappa1": ("ppd",), "uniform": ("ppd",),
     "divergence": ("moser", "ppd"), "n_probes": ("moser", "ppd"),
 }
@@ -115,7 +115,12 @@ class TrainConfig:
         "RFM on meshes: time of the diffusion distance (default 2 / the tenth eigenvalue)"))
     lam: Optional[float] = field(default=None, metadata=_help(
         "Moser Flow: weight of the negative-mass penalty, > 0 (default: per method)"))
-    eps: Optional[float] = field(default=None, metadata=_help("Moser Flow: density floor in the log and the penalty"))
+    eps: Optional[float] = field(default=None, metadata=_help(
+        "Moser Flow: density floor in the log and the penalty (default: 1e-5 on the unit sphere, in proportion to "
+        "the uniform density elsewhere: 1e-5 * 4 pi / volume)"))
+    field_scale: Optional[float] = field(default=None, metadata=_help(
+        "Moser Flow: the field is this times the network's output (default 4 pi / volume: 1 on the unit sphere, "
+        "so that the density relative to the uniform one starts on the same footing everywhere)"))
     n_uniform: Optional[int] = field(default=None, metadata=_help(
         "Moser Flow: uniform points per step for the penalty (default: batch size)"))
     zero_init: Optional[bool] = field(default=None, metadata=_help(
@@ -213,7 +218,7 @@ class TrainConfig:
                 if getattr(self, n) is not None and getattr(self, n) < 1]
         out += [f"{_flag(n)} must be >= 0, got {getattr(self, n)}" for n in ("warmup", "seed", "split_seed")
                 if getattr(self, n) is not None and getattr(self, n) < 0]
-        positive = ("lr", "lam", "eps", "kappa1", "diffusion_time", "minutes")
+        positive = ("lr", "lam", "eps", "field_scale", "kappa1", "diffusion_time", "minutes")
         out += [f"{_flag(n)} must be > 0, got {getattr(self, n)}" for n in positive
                 if getattr(self, n) is not None and not getattr(self, n) > 0]
         if self.eig_features is not None and self.eig_features < 0:
@@ -263,10 +268,13 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown config fields {unknown}")
+        if d.get("method") == "moser" and "field_scale" not in d:
+            # stored before the field had a scale: those models used the network's output as it is
+            d = {**d, "field_scale": 1.0}
         return cls(**d)
 
     def resolved_for(self, manifold) -> "TrainConfig":
-        """A copy with the defaults that depend on the data's manifold filled in (input encodings).
+        """A copy with the defaults that depend on the data's manifold filled in (input encodings, Moser's scales).
 
         Random Fourier features of the coordinates help on spheres, where the earth data sets have
         structure far finer than a network of raw coordinates learns in a CPU budget
@@ -276,7 +284,15 @@ class TrainConfig:
         from manifolds import Sphere
 
         count, scale = SPHERE_FOURIER[self.method] if isinstance(manifold, Sphere) else (0, 1.0)
-        fill = {}
+        fill: Dict[str, Any] = {}
+        if self.method == "moser":
+            from .objectives.moser import PUBLISHED_EPS, reference_ratio
+
+            ratio = reference_ratio(manifold)
+            if self.eps is None:
+                fill["eps"] = PUBLISHED_EPS * ratio
+            if self.field_scale is None:
+                fill["field_scale"] = ratio
         if self.fourier_features is None:
             fill["fourier_features"] = count
         if self.fourier_scale is None:

@@ -16,6 +16,29 @@ from ..mcmc import ChainStats, metropolis_refine
 from ..solvers import SOLVERS, check_solver, odeint_augmented, time_grid
 from .base import FlowObjective
 
+REFERENCE_VOLUME = 4 * math.pi
+"""Volume of the unit sphere, where Moser Flow's published settings (``eps = 1e-5``, a field of unit scale) were set.
+
+Elsewhere the defaults keep their ratio to the uniform density ``1 / Vol``: the floor is
+``1e-5 * REFERENCE_VOLUME / Vol`` and the network's output is multiplied by ``REFERENCE_VOLUME / Vol``,
+so ``mu / nu = 1 - 4 pi div(net)`` starts on the same footing on any manifold. Without that, on
+``T^10`` (uniform density 1e-8) the floor 1e-5 lies a thousand times above the uniform density,
+every point is clamped, the loss has no gradient and training stays at the uniform NLL
+(BENCHMARKS.md, "Known-density gaps").
+"""
+
+PUBLISHED_EPS = 1e-5
+"""Moser Flow's published density floor on the unit sphere."""
+
+
+def reference_ratio(manifold: Manifold) -> float:
+    """``REFERENCE_VOLUME / Vol(manifold)``: the default ``field_scale``, and ``eps / PUBLISHED_EPS``.
+
+    Exactly 1 on the unit sphere (whose volume may differ from ``4 pi`` in the last bit).
+    """
+    ratio = REFERENCE_VOLUME / manifold.volume
+    return 1.0 if math.isclose(ratio, 1.0, rel_tol=1e-12) else ratio
+
 
 class MoserFlow(FlowObjective):
     """Moser Flow (Rozen, Grover, Nickel, Lipman, NeurIPS 2021): the density is ``mu = nu - div u``.
@@ -40,8 +63,10 @@ class MoserFlow(FlowObjective):
     Args:
         manifold: a compact manifold with a uniform base distribution.
         net: the tangent-field network (build it with ``time_dependent=False``).
-        eps: floor ``eps`` of the density in the log and in the penalty (published 1e-5).
+        eps: floor ``eps`` of the density in the log and in the penalty (default: the published 1e-5 on the
+            unit sphere, in proportion to the uniform density elsewhere; see :data:`REFERENCE_VOLUME`).
         lam: weight of the negative-mass penalty (published 2; 100 on the earth data).
+        field_scale: ``u = field_scale * net(x)`` (default ``REFERENCE_VOLUME / Vol``: 1 on the unit sphere).
         n_uniform: uniform points per step for the penalty (default: the data batch size).
         divergence: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (Hutchinson above
             :data:`~manifold_flows.divergence.HUTCHINSON_ABOVE` dimensions); training only, :meth:`log_prob` is exact.
@@ -52,7 +77,8 @@ class MoserFlow(FlowObjective):
             ``exp(C)`` (see :meth:`clamp_deficit`), truncated, before the Metropolis steps.
     """
 
-    def __init__(self, manifold: Manifold, net: nn.Module, *, eps: float = 1e-5, lam: float = 2.0,
+    def __init__(self, manifold: Manifold, net: nn.Module, *, eps: Optional[float] = None, lam: float = 2.0,
+                 field_scale: Optional[float] = None,
                  n_uniform: Optional[int] = None, divergence: str = "exact", n_probes: int = 1,
                  n_mass: int = 20_000, mcmc_steps: int = 40, resample: bool = False):
         super().__init__(manifold, net)
@@ -60,6 +86,11 @@ class MoserFlow(FlowObjective):
             raise ValueError(f"Moser Flow needs a compact manifold without boundary (the divergence theorem makes mu "
                              f"integrate to 1); {manifold} is not one")
         divergence = resolve_estimator(divergence, manifold)
+        ratio = reference_ratio(manifold)
+        eps = PUBLISHED_EPS * ratio if eps is None else eps
+        field_scale = ratio if field_scale is None else field_scale
+        if not field_scale > 0 or not math.isfinite(field_scale):
+            raise ValueError(f"field_scale must be a positive finite number, got {field_scale}")
         if not eps > 0 or not lam > 0:
             raise ValueError(f"Moser Flow needs eps > 0 and lam > 0 (without the negative-mass penalty mu need not be "
                              f"a density), got eps={eps}, lam={lam}")
@@ -70,6 +101,7 @@ class MoserFlow(FlowObjective):
         if mcmc_steps < 0:
             raise ValueError(f"mcmc_steps must be >= 0, got {mcmc_steps}")
         self.eps, self.lam, self.n_uniform, self.n_mass = float(eps), float(lam), n_uniform, int(n_mass)
+        self.field_scale = float(field_scale)
         self.mcmc_steps, self.resample = int(mcmc_steps), bool(resample)
         self.last_resample: Optional[Dict[str, torch.Tensor]] = None
         self._normalizer_cache: Optional[tuple] = None
@@ -77,10 +109,15 @@ class MoserFlow(FlowObjective):
         self.divergence, self.n_probes = divergence, n_probes
         self.log_volume = math.log(manifold.volume)
 
+    def tangent_field(self, net: Optional[nn.Module] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``u(x) = field_scale * net(x)``, the time-independent field whose divergence makes the density."""
+        u, c = (net if net is not None else self.net), self.field_scale
+        return u if c == 1.0 else (lambda y: c * u(y))
+
     def density(self, x: torch.Tensor, *, net: Optional[nn.Module] = None, create_graph: bool = False,
                 divergence: str = "exact", generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``mu(x) = nu - div u(x)``, shape ``[...]`` (can be negative; differentiable with ``create_graph``)."""
-        u = net if net is not None else self.net
+        u = self.tangent_field(net)
         _, div = value_and_divergence(lambda y, s: u(y), x, 0.0, manifold=self.manifold, estimator=divergence,
                                       n_probes=self.n_probes, generator=generator, create_graph=create_graph)
         return math.exp(-self.log_volume) - div
@@ -225,7 +262,7 @@ class MoserFlow(FlowObjective):
 
     def _sampling_system(self, net: Optional[nn.Module] = None):
         """``(y, s) -> (v_s(y), (eps - mu(y))_+ / alpha_s(y))``: the sampling field and the clamp deficit rate."""
-        u = net if net is not None else self.net
+        u = self.tangent_field(net)
         nu = math.exp(-self.log_volume)
 
         def func(y: torch.Tensor, s: torch.Tensor):
@@ -244,7 +281,7 @@ class MoserFlow(FlowObjective):
 
     def field(self, net: Optional[nn.Module] = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The sampling field ``v_t(x) = u(x) / ((1 - t) nu + t max(eps, mu(x)))``."""
-        u = net if net is not None else self.net
+        u = self.tangent_field(net)
         nu = math.exp(-self.log_volume)
 
         def v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

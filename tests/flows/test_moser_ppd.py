@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from manifold_flows.datasets import VonMisesFisherMixture
+from manifold_flows.datasets.targets import torus_mixture
 from manifold_flows.kde import KernelDensityPath, _log_vmf_offset, kernel_log_matrix
 from manifold_flows.nets import VectorField
 from manifold_flows.objectives import PPD, MoserFlow, ppd_residual
@@ -62,9 +63,10 @@ def test_moser_density_is_base_minus_analytic_divergence_on_sphere():
 
 
 def test_moser_density_is_base_minus_analytic_divergence_on_torus():
+    # the default field is (4 pi / Vol) net = net / pi on T^2 (see test_moser_defaults_keep_their_ratio_...)
     mf = MoserFlow(FlatTorus(2), TorusWaves(0.01))
     x = FlatTorus(2).random_base(500, dtype=F64, generator=gen())
-    want = 1 / (4 * math.pi**2) - 0.01 * (torch.cos(x[:, 0]) - torch.sin(x[:, 1]))
+    want = 1 / (4 * math.pi**2) - 0.01 / math.pi * (torch.cos(x[:, 0]) - torch.sin(x[:, 1]))
     torch.testing.assert_close(mf.density(x), want, atol=1e-12, rtol=0)
 
 
@@ -130,7 +132,7 @@ def test_trained_moser_density_integrates_to_one_and_fits():
 
 @pytest.mark.parametrize("manifold", [Sphere(2), FlatTorus(2)], ids=["S2", "T2"])
 def test_moser_explicit_and_ode_likelihoods_agree(manifold):
-    mf = MoserFlow(manifold, small_net(manifold, 0.02))
+    mf = MoserFlow(manifold, small_net(manifold, 0.02), field_scale=1.0)
     assert mf.negative_mass(20_000, generator=gen())["negative_mass"] == 0
     x = manifold.random_base(40, dtype=F64, generator=gen(5))
     explicit = mf.log_prob(x)
@@ -451,3 +453,65 @@ def test_moser_sampler_matches_the_explicit_density(c):
     if c > 1 / (8 * math.pi):  # the ODE alone transports the wrong density where mu < eps: the check has power
         assert chi2[0] > 200, chi2
     assert mf.last_chain is not None and mf.last_chain.local_acceptance > 0.2 and mf.last_chain.global_steps == 20
+
+
+def test_moser_defaults_keep_their_ratio_to_the_uniform_density():
+    # the published eps = 1e-5 and a unit field on the unit sphere; elsewhere both scale with 4 pi / Vol
+    net = small_net(Sphere(2), 1.0)
+    sphere = MoserFlow(Sphere(2), net)
+    assert sphere.eps == 1e-5 and sphere.field_scale == 1.0
+    for manifold in (FlatTorus(2), FlatTorus(10)):
+        mf = MoserFlow(manifold, VectorField(manifold, hidden=8, depth=1, time_dependent=False))
+        ratio = 4 * math.pi / manifold.volume
+        assert mf.eps == pytest.approx(1e-5 * ratio, rel=1e-12) and mf.field_scale == pytest.approx(ratio, rel=1e-12)
+        assert mf.eps < math.exp(-mf.log_volume)  # the floor lies below the uniform density, so the fit has gradients
+    explicit = MoserFlow(FlatTorus(2), TorusWaves(0.01), eps=1e-3, field_scale=2.0)
+    assert explicit.eps == 1e-3 and explicit.field_scale == 2.0
+    with pytest.raises(ValueError, match="field_scale"):
+        MoserFlow(FlatTorus(2), TorusWaves(0.01), field_scale=0.0)
+
+
+def test_moser_learns_on_a_torus_whose_uniform_density_is_far_below_the_published_floor():
+    # T^8: uniform density (2 pi)^-8 ~ 4e-7, far below eps = 1e-5. With the published floor and a unit field,
+    # the zero-initialised model is clamped everywhere and its fit term has no gradient: in 60 steps it gets no
+    # better than uniform (15.7 against 14.7), where the defaults reach 11.7.
+    manifold = FlatTorus(8)
+    target = torus_mixture(8, components=2, std=0.5)
+    data = target.sample(3000, gen(0), dtype=F64)
+    test = target.sample(500, gen(1), dtype=F64)
+
+    def trained_nll(**kw):
+        torch.manual_seed(0)
+        net = VectorField(manifold, hidden=64, depth=2, activation="softplus100", time_dependent=False,
+                          zero_init=True).to(F64)
+        mf = MoserFlow(manifold, net, n_mass=4000, **kw)
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        g = gen(2)
+        for _ in range(60):
+            loss = mf.loss(data[torch.randint(0, 3000, (128,), generator=g)], generator=g)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return float(-mf.log_prob(test).mean())
+
+    uniform = math.log(manifold.volume)
+    assert trained_nll(eps=1e-5, field_scale=1.0) > uniform - 0.05
+    assert trained_nll() < uniform - 1.0
+
+
+def test_moser_config_fills_the_scales_for_the_manifold_and_reads_older_runs_as_unscaled():
+    from manifold_flows import TrainConfig
+    from manifold_flows.builders import build_objective
+
+    cfg = TrainConfig(data="wrapped_normal_t2", method="moser", hidden=8, depth=1).resolved()
+    filled = cfg.resolved_for(FlatTorus(2))
+    assert filled.field_scale == pytest.approx(1 / math.pi) and filled.eps == pytest.approx(1e-5 / math.pi)
+    mf = build_objective(cfg, FlatTorus(2))
+    assert (mf.field_scale, mf.eps) == (filled.field_scale, filled.eps)
+    assert cfg.resolved_for(Sphere(2)).field_scale == 1.0 and cfg.resolved_for(Sphere(2)).eps == 1e-5
+    # a run stored before the field had a scale keeps the network's output as its field
+    stored = {k: v for k, v in vars(filled).items() if k != "field_scale"}
+    assert TrainConfig.from_dict(stored).field_scale == 1.0
+    assert TrainConfig.from_dict(vars(filled)).field_scale == filled.field_scale
+    problems = TrainConfig(data="wrapped_normal_t2", method="rfm", field_scale=2.0).resolved().problems()
+    assert any("--field-scale applies to --method moser" in p for p in problems)
