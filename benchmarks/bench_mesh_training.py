@@ -31,6 +31,8 @@ from _report import machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("BENCH_MESH_RESULTS", ROOT / "benchmarks" / "results" / "mesh.jsonl"))
+BEFORE = RESULTS.parent / "mesh-before-fourier.jsonl"
+"""Runs made before the mesh defaults gained random Fourier features and Moser Flow its scaled field."""
 """Where finished runs are appended (``BENCH_MESH_RESULTS`` overrides it, e.g. to run from a pinned checkout)."""
 RUNS = ROOT / "runs" / "bench-mesh"
 N_SYNTHETIC = 100_000
@@ -63,11 +65,18 @@ VARIANTS: Dict[str, List[str]] = {
 """Tuning variants: one lever at a time (``--eig-features 0`` keeps the comparison explicit whatever the default)."""
 
 
-def load_results() -> List[dict]:
-    """Every finished run in the results file."""
-    if not RESULTS.exists():
+def _gap_before(rec: dict, before: List[dict]) -> str:
+    """The gap of the same 1,000-step run in ``before`` (same mesh, variant, target, steps and seed), or ''."""
+    same = [o for o in before if o["kind"] == "meshes"
+            and all(o.get(k) == rec.get(k) for k in ("mesh", "tag", "density", "steps", "seed"))]
+    return f"{same[-1]['gap']:.3f}" if same else ""
+
+
+def load_results(path: Path = RESULTS) -> List[dict]:
+    """Every finished run in a results file."""
+    if not path.exists():
         return []
-    return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def exact_entropy(mesh_name: str, density: str) -> float:
@@ -149,17 +158,21 @@ def report() -> None:
             f"{_cmd_line(tune)} plus each variant's options (`benchmarks/bench_mesh_training.py`, VARIANTS); {note}; "
             "seed 0; the budget counts training and validation. Rows sorted by gap within each method.\n\n"
             + "\n".join(rows)))
+    before = load_results(BEFORE)
     targets = [r for r in results if r["kind"] == "targets"]
     if targets:
-        rows = ["| target | method | seeds | test NLL | exact entropy | gap | steps | uniform NLL |",
-                "|---|---|---|---|---|---|---|---|"]
+        rows = ["| target | method | seeds | test NLL | exact entropy | gap | steps | uniform NLL | "
+                "before: seeds, gap |",
+                "|---|---|---|---|---|---|---|---|---|"]
         groups: Dict[tuple, List[dict]] = {}
         for r in targets:
             groups.setdefault((r["density"], r["tag"]), []).append(r)
         for (density, tag), rs in sorted(groups.items(), key=lambda kv: (int(kv[0][0].split(":")[1]), kv[0][1])):
+            old = [r["gap"] for r in before if r["kind"] == "targets" and (r["density"], r["tag"]) == (density, tag)]
             rows.append(f"| {density} | {tag} | {len(rs)} | {mean_std([r['test_nll'] for r in rs])} | "
                         f"{rs[0]['entropy']:.3f} | {mean_std([r['gap'] for r in rs])} | "
-                        f"{round(statistics.mean(r['steps_done'] for r in rs))} | {rs[0]['base_nll']:.3f} |")
+                        f"{round(statistics.mean(r['steps_done'] for r in rs))} | {rs[0]['base_nll']:.3f} | "
+                        f"{f'{len(old)}, {mean_std(old)}' if old else ''} |")
         write_section("Bunny eigenfunction targets (10 CPU-minutes)", (
             f"{_cmd_line(targets)} --method rfm|moser with the defaults; {note}; mean ± standard deviation over "
             "seeds (seed sets the network, the batches and the split). Target: gap <= 0.05 nats.\n\n"
@@ -167,17 +180,19 @@ def report() -> None:
     meshes = [r for r in results if r["kind"] == "meshes"]
     if meshes:
         rows = ["| mesh | faces | open | target | method | test NLL | uniform NLL | exact entropy | gap | "
-                "below uniform | it/s |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "below uniform | it/s | gap before |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(meshes, key=lambda r: (r["mesh"], r["tag"])):
             below = "yes" if r["test_nll"] < r["base_nll"] - 0.1 * (r["base_nll"] - r["entropy"]) else "**no**"
             rows.append(f"| {r['mesh']} | {r.get('faces', '')} | {'yes' if r.get('open') else 'no'} | {r['density']} | "
                         f"{r['tag']} | {r['test_nll']:.3f} | {r['base_nll']:.3f} | {r['entropy']:.3f} | "
-                        f"{r['gap']:.3f} | {below} | {r['steps_per_second']:.1f} |")
+                        f"{r['gap']:.3f} | {below} | {r['steps_per_second']:.1f} | {_gap_before(r, before)} |")
         write_section("Meshes after 1,000 steps", (
             f"{_cmd_line(meshes)} with the defaults; {note}; seed 0. Open meshes train RFM only (Moser Flow needs "
             "a closed surface). Below uniform: the test NLL closes at least a tenth of the way from the uniform NLL "
-            "to the exact entropy; it/s: training steps per second.\n\n" + "\n".join(rows)))
+            "to the exact entropy; it/s: training steps per second; gap before: the same run with the earlier "
+            "defaults (raw coordinates as the network's only inputs; Moser Flow's floor and field not scaled).\n\n"
+            + "\n".join(rows)))
 
 
 MESHES = ["bunny", "bunny-20k", "icosphere", "capsule", "torus", "sheet", "hemisphere", "maze"]

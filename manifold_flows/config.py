@@ -48,6 +48,13 @@ METHOD_OPTIONS: Dict[str, Tuple[str, ...]] = {
 SPHERE_FOURIER: Dict[str, Tuple[int, float]] = {"rfm": (128, 16.0), "moser": (64, 8.0), "ppd": (128, 16.0)}
 """Random Fourier features (count, scale) of each method on spheres (see :meth:`TrainConfig.resolved_for`)."""
 
+MESH_FOURIER: Dict[str, Tuple[int, float]] = {"rfm": (64, 8.0), "moser": (64, 8.0)}
+"""Random Fourier features on meshes: (count, scale times the square root of the mesh's area).
+
+The scale follows the mesh's size, so that a mesh and the same mesh in other units get the same
+network: a network of raw coordinates learned the unit square's targets far more slowly than the
+same square drawn four times larger (BENCHMARKS.md, "Meshes after 1,000 steps")."""
+
 RESUMABLE = ("steps", "minutes", "lr", "weight_decay", "warmup", "ema", "batch_size", "eval_every", "solver_steps",
              "device", "plot", "progress", "out")
 """Fields a resumed run may change; the change takes effect from the resumed step (the learning-rate
@@ -278,12 +285,15 @@ class TrainConfig:
 
         Random Fourier features of the coordinates help on spheres, where the earth data sets have
         structure far finer than a network of raw coordinates learns in a CPU budget
-        (:data:`SPHERE_FOURIER`, chosen by measurement, BENCHMARKS.md "Earth ablation"); elsewhere
-        the default is none.
+        (:data:`SPHERE_FOURIER`, chosen by measurement, BENCHMARKS.md "Earth ablation"), and on
+        meshes at a scale set by the mesh's size (:data:`MESH_FOURIER`); elsewhere the default is none.
         """
-        from manifolds import Sphere
+        from manifolds import Mesh, Sphere
 
         count, scale = SPHERE_FOURIER[self.method] if isinstance(manifold, Sphere) else (0, 1.0)
+        if isinstance(manifold, Mesh) and self.method in MESH_FOURIER:
+            count, per_length = MESH_FOURIER[self.method]
+            scale = per_length / math.sqrt(manifold.volume)
         fill: Dict[str, Any] = {}
         if self.method == "moser":
             from .objectives.moser import PUBLISHED_EPS, reference_ratio

@@ -101,3 +101,20 @@ def test_shortest_paths_start_at_the_base_points_where_traced_ones_stop_at_walls
     fd = (later - xt) / dt
     close = (fd - ut).norm(dim=-1) < 1e-3 * speed
     assert close.double().mean() > 0.9  # all but the states within dt of a corner of the polyline
+
+
+@pytest.mark.parametrize("method", ["rfm", "moser"])
+def test_mesh_fourier_features_follow_the_size_of_the_mesh(method):
+    """The same mesh in units twice as large gets the same random features of the same points."""
+    small, large = load_mesh("icosphere", scale="1"), load_mesh("icosphere", scale="2")
+    cfg = TrainConfig(data="mesh:icosphere", method=method, hidden=8, depth=1).resolved()
+    a, b = cfg.resolved_for(small), cfg.resolved_for(large)
+    assert a.fourier_features == b.fourier_features > 0
+    assert a.fourier_scale == pytest.approx(2 * b.fourier_scale, rel=1e-12)
+    x = small.random_base(50, generator=torch.Generator().manual_seed(0))
+    na, nb = build_objective(a, small).net, build_objective(b, large).net
+    fa, fb = na.inputs(x), nb.inputs(2 * x)
+    k = 2 * a.fourier_features  # sin and cos of the projections come after the coordinates
+    torch.testing.assert_close(fa[..., -k:], fb[..., -k:], atol=1e-5, rtol=0)
+    explicit = TrainConfig(data="mesh:icosphere", method=method, fourier_features=0).resolved().resolved_for(small)
+    assert explicit.fourier_features == 0
