@@ -42,9 +42,9 @@ class Mesh(GeometryBuffers, Manifold):
       component so that the normal flux of projected fields is continuous across edges
       (:mod:`manifolds.mesh_tilt`); :meth:`proju_orthogonal` is the orthogonal projection.
     * The base distribution is area-uniform: ``base_logprob = -log(area)``.
-    * Open meshes (``has_boundary``): :meth:`tangent_field` multiplies fields by a collar factor
-      that vanishes on the boundary (:class:`~manifolds.mesh_boundary.BoundaryCollar`), so flows
-      stay on the surface and inside it, and likelihoods stay exact. Moser Flow needs a closed
+    * Open meshes (``has_boundary``): :meth:`tangent_field` damps the component of fields across
+      the boundary in a thin collar along it (:class:`~manifolds.mesh_boundary.BoundaryCollar`),
+      so flows stay on the surface and inside it, and likelihoods stay exact. Moser Flow needs a closed
       surface and refuses them.
     * :meth:`expmap` traces straightest geodesics across faces, :meth:`logmap` and :meth:`dist`
       come from vector heat log maps (potpourri3d; see :mod:`manifolds.geodesics`). They are
@@ -68,6 +68,9 @@ class Mesh(GeometryBuffers, Manifold):
         degenerate_tol: faces with area below this times the median area are dropped.
         boundary_width: width of the collar of open meshes (default ``0.05 * area / boundary length``,
             about 5% of the area).
+        boundary: how fields are damped in the collar: ``"tangent"`` (default; the component
+            across the boundary vanishes on it, so flows move along walls) or ``"stop"`` (the whole
+            field vanishes on the boundary); see :class:`~manifolds.mesh_boundary.BoundaryCollar`.
     """
 
     name = "Mesh"
@@ -85,7 +88,7 @@ class Mesh(GeometryBuffers, Manifold):
 
     def __init__(self, source: MeshSource, *, normalize: Optional[str] = None, scale: Optional[float] = None,
                  components: str = "error", group_size: Optional[int] = None, name: Optional[str] = None,
-                 degenerate_tol: float = 1e-10, boundary_width: Optional[float] = None):
+                 degenerate_tol: float = 1e-10, boundary_width: Optional[float] = None, boundary: str = "tangent"):
         super().__init__()
         if components not in ("error", "largest"):
             raise ValueError(f"components must be 'error' or 'largest', got {components!r}")
@@ -112,7 +115,7 @@ class Mesh(GeometryBuffers, Manifold):
         if self.has_boundary:
             length = float(np.linalg.norm(a.vertices[edges[:, 0]] - a.vertices[edges[:, 1]], axis=1).sum())
             width = 0.05 * self.area / length if boundary_width is None else float(boundary_width)
-            self.collar = BoundaryCollar(a.vertices, edges, width)
+            self.collar = BoundaryCollar(a.vertices, edges, width, mode=boundary)
         self._memo: List[Tuple[Any, tuple, torch.Tensor, torch.Tensor]] = []
         self._geodesics = None
 
@@ -285,12 +288,12 @@ class Mesh(GeometryBuffers, Manifold):
         first makes the field, and its divergence, independent of it (a purely normal ``u`` gives
         zero); what remains of ``<u, n>`` is ``u``'s tangential part times the angle between ``N``
         and the face normal, a discretisation effect that vanishes as the mesh is refined.
-        On open meshes the result is multiplied by the boundary collar factor (zero on the boundary).
+        On open meshes the result is damped in the boundary collar (tangent to the boundary on it).
         """
         nrm = self.smooth_normal(x).to(u.dtype)
         out = self.proju(x, u - dot(nrm, u, keepdim=True) * nrm)
         if self.collar is not None:
-            out = self.collar(x.to(u.dtype)).unsqueeze(-1) * out
+            out = self.collar.apply(x, out, self.normal(x))
         return out
 
     def tangent_frame(self, x: torch.Tensor) -> torch.Tensor:
