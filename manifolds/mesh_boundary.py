@@ -98,10 +98,6 @@ class BoundaryCollar(GeometryBuffers, nn.Module):
         s = (distance / self.width).clamp(max=1.0)
         return s * s * (3.0 - 2.0 * s)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``rho(x) [...]`` at points ``x [..., 3]``; differentiable in ``x``."""
-        return self._rho(self.distance(x))
-
     def apply(self, x: torch.Tensor, u: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
         """The field ``u [..., 3]`` at ``x [..., 3]`` damped in the collar (``normal``: unit normal of x's face)."""
         d2, offset, edge = self.nearest(x.to(u.dtype))
