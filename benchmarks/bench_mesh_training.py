@@ -191,7 +191,9 @@ def report() -> None:
             f"{_cmd_line(meshes)} with the defaults; {note}; seed 0. Open meshes train RFM only (Moser Flow needs "
             "a closed surface). Below uniform: the test NLL closes at least a tenth of the way from the uniform NLL "
             "to the exact entropy; it/s: training steps per second; gap before: the same run with the earlier "
-            "defaults (raw coordinates as the network's only inputs; Moser Flow's floor and field not scaled; open meshes with the collar that stopped the whole field, whose runs with the features are kept in mesh-before-collar.jsonl).\n\n"
+            "defaults (raw coordinates as the network's only inputs; Moser Flow's floor and field not scaled; open "
+            "meshes with the collar that stopped the whole field, whose runs with the features are kept in "
+            "mesh-before-collar.jsonl).\n\n"
             + "\n".join(rows)))
 
 
