@@ -158,3 +158,45 @@ def test_open_mesh_fields_are_tangent_to_the_boundary_and_likelihoods_integrate_
     se = float(ratio.std() / math.sqrt(len(ratio)))
     assert abs(float(ratio.mean()) - 1) < 4 * se + 0.02, (float(ratio.mean()), se)
 
+
+
+def test_shortest_paths_on_open_meshes_turn_clear_of_the_boundary():
+    """Shortest paths turn at a distance from the maze's corners drawn per path, not at the corners.
+
+    Without clearance every path that turns around an inner corner runs through the corner vertex
+    itself; with it, the polyline's vertices on the boundary move into the surface by at most
+    ``c_max``, the ends stay put, and the states stay on the surface and start at the base points.
+    """
+    import numpy as np
+
+    from manifold_flows.geodesic_bank import Clearance, shortest_states
+    from manifolds.geodesics import locate
+
+    mesh = load_mesh("maze")
+    clear = Clearance(mesh)
+    assert 0.2 < clear.c_max < 0.3  # unit-wide corridors: a uniform point is 1/4 from a wall on average
+    g = torch.Generator().manual_seed(5)
+    x1 = mesh.random_base(40, dtype=torch.float64, generator=g)
+    x0 = mesh.random_base(40, dtype=torch.float64, generator=g)
+    geo = mesh.geodesics
+    f1, b1 = locate(mesh, x1)
+    f0, b0 = locate(mesh, x0)
+    v1, v0 = geo.F[f1, b1.argmax(1)], geo.F[f0, b0.argmax(1)]
+    raw = [np.concatenate([x1[i:i + 1].numpy(), geo.shortest_path(int(v1[i]), int(v0[i])), x0[i:i + 1].numpy()])
+           for i in range(40)]
+    moved = clear.apply(raw, np.random.default_rng(0))
+    on_boundary = lambda p: clear.tree.query(p[1:-1])[0] < clear.tol  # noqa: E731
+    assert sum(int(on_boundary(p).sum()) for p in raw) > 20  # the corners the paths turn at
+    for p, q in zip(raw, moved):
+        assert np.array_equal(p[[0, -1]], q[[0, -1]])
+        assert not on_boundary(q).any()
+        inner = torch.from_numpy(q[1:-1])
+        assert (mesh.projx(inner) - inner).norm(dim=-1).max() < 1e-9  # moved into the surface, not off it
+        assert (torch.from_numpy(q - p).norm(dim=-1) <= clear.c_max + 1e-12).all()
+    t = torch.rand(40, 4, dtype=torch.float64, generator=g)
+    ends, xt, ut = (torch.from_numpy(a) for a in shortest_states(mesh, x1, x0, t, clear, np.random.default_rng(1)))
+    assert torch.equal(ends, x0)
+    flat = xt.reshape(-1, 3)
+    assert (mesh.projx(flat) - flat).norm(dim=-1).max() < 1e-9
+    assert GeodesicBank(mesh, kind="shortest").clearance is not None
+    assert GeodesicBank(load_mesh("icosphere"), kind="shortest").clearance is None  # closed: nothing to clear
