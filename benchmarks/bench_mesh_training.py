@@ -72,6 +72,13 @@ def _gap_before(rec: dict, before: List[dict]) -> str:
     return f"{same[-1]['gap']:.3f}" if same else ""
 
 
+def _collar(rec: dict) -> str:
+    """The shares of samples and test points in the boundary collar of an open mesh (``collar_shares``), or ''."""
+    if "collar_samples" not in rec:
+        return ""
+    return f"{100 * rec['collar_samples']:.0f}% / {100 * rec['collar_data']:.0f}%"
+
+
 def load_results(path: Path = RESULTS) -> List[dict]:
     """Every finished run in a results file."""
     if not path.exists():
@@ -86,6 +93,11 @@ def exact_entropy(mesh_name: str, density: str) -> float:
     return parse_density(load_mesh(mesh_name), density).entropy()[0]
 
 
+def run_name(kind: str, tag: str, mesh: str, density: str, seed: int) -> str:
+    """The folder under ``runs/bench-mesh`` of one run."""
+    return f"{kind}-{tag}-{mesh}-{density}-s{seed}".replace(" ", "_").replace("/", "-").replace(":", "")
+
+
 def run_one(tag: str, mesh: str, density: str, seed: int, extra: List[str], *, minutes: Optional[float] = None,
             steps: Optional[int] = None, kind: str = "tune", describe: Optional[dict] = None) -> Optional[dict]:
     """Train one run through the CLI (skipped if the results file has it); returns its record."""
@@ -95,8 +107,7 @@ def run_one(tag: str, mesh: str, density: str, seed: int, extra: List[str], *, m
             print(f"have {key}: test NLL {rec['test_nll']:.3f}", flush=True)
             return rec
     budget = ["--minutes", str(minutes)] if minutes is not None else ["--steps", str(steps)]
-    name = f"{kind}-{tag}-{mesh}-{density}-s{seed}".replace(" ", "_").replace("/", "-").replace(":", "")
-    out = RUNS / name
+    out = RUNS / run_name(kind, tag, mesh, density, seed)
     cmd = [sys.executable, "-m", "manifold_flows.cli", "train", "--data", f"mesh:{mesh}", "--density", density,
            "--n-synthetic", str(N_SYNTHETIC), "--seed", str(seed), "--out", str(out), "--no-progress", "--no-plot",
            "--overwrite", *budget, *extra]
@@ -180,24 +191,54 @@ def report() -> None:
     meshes = [r for r in results if r["kind"] == "meshes"]
     if meshes:
         rows = ["| mesh | faces | open | target | method | test NLL | uniform NLL | exact entropy | gap | "
-                "below uniform | it/s | gap before |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "below uniform | it/s | in collar: samples / data | gap before |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(meshes, key=lambda r: (r["mesh"], r["tag"])):
             below = "yes" if r["test_nll"] < r["base_nll"] - 0.1 * (r["base_nll"] - r["entropy"]) else "**no**"
             rows.append(f"| {r['mesh']} | {r.get('faces', '')} | {'yes' if r.get('open') else 'no'} | {r['density']} | "
                         f"{r['tag']} | {r['test_nll']:.3f} | {r['base_nll']:.3f} | {r['entropy']:.3f} | "
-                        f"{r['gap']:.3f} | {below} | {r['steps_per_second']:.1f} | {_gap_before(r, before)} |")
+                        f"{r['gap']:.3f} | {below} | {r['steps_per_second']:.1f} | {_collar(r)} | "
+                        f"{_gap_before(r, before)} |")
         write_section("Meshes after 1,000 steps", (
             f"{_cmd_line(meshes)} with the defaults; {note}; seed 0. Open meshes train RFM only (Moser Flow needs "
             "a closed surface). Below uniform: the test NLL closes at least a tenth of the way from the uniform NLL "
             "to the exact entropy; it/s: training steps per second; gap before: the same run with the earlier "
             "defaults (raw coordinates as the network's only inputs; Moser Flow's floor and field not scaled; open "
             "meshes with the collar that stopped the whole field, whose runs with the features are kept in "
-            "mesh-before-collar.jsonl).\n\n"
+            "mesh-before-collar.jsonl); in collar: the shares of 2,000 samples of the model (rk4, 100 steps) and "
+            "of the test points within the boundary collar of an open mesh (a band of 5% of its area), where "
+            "mass that piles up against the walls shows.\n\n"
             + "\n".join(rows)))
 
 
 MESHES = ["bunny", "bunny-20k", "icosphere", "capsule", "torus", "sheet", "hemisphere", "maze"]
+MESH_VARIANTS: Dict[str, List[str]] = {
+    # other RFM paths and inputs on the meshes of `meshes --variants` (the defaults run always)
+    "rfm shortest": ["--method", "rfm", "--path", "shortest"],
+    "rfm biharmonic": ["--method", "rfm", "--path", "biharmonic"],
+    "rfm diffusion": ["--method", "rfm", "--path", "diffusion"],
+    "rfm eig64": ["--method", "rfm", "--eig-features", "64"],
+    "rfm shortest eig64": ["--method", "rfm", "--path", "shortest", "--eig-features", "64"],
+}
+
+
+def collar_shares(run: Path, n: int = 2000) -> Dict[str, float]:
+    """Shares of the model's samples and of the test points within the boundary collar of an open mesh.
+
+    The collar is a band of about 5% of the area along the boundary; a model that lets mass pile up
+    against the walls has many more of its samples there than the data has.
+    """
+    import torch
+
+    from manifold_flows import load_run
+
+    torch.manual_seed(0)
+    _, data, objective, _ = load_run(run)
+    collar = data["manifold"].collar
+    with torch.no_grad():
+        samples = objective.sample(n).double()
+    share = lambda x: float((collar.distance(x.double()) < collar.width).double().mean())  # noqa: E731
+    return dict(collar_samples=share(samples), collar_data=share(data["test"]))
 
 
 def main() -> None:
@@ -217,6 +258,8 @@ def main() -> None:
     m.add_argument("--steps", type=int, default=1000)
     m.add_argument("--meshes", nargs="+", default=MESHES)
     m.add_argument("--density", default="eig:10")
+    m.add_argument("--variants", nargs="*", default=[], choices=sorted(MESH_VARIANTS),
+                   help="other RFM paths and inputs to run on these meshes as well")
     sub.add_parser("report")
     args = p.parse_args()
     if args.cmd == "tune":
@@ -234,12 +277,16 @@ def main() -> None:
 
         for name in args.meshes:
             mesh = load_mesh(name)
-            for method in (["rfm"] if mesh.has_boundary else ["rfm", "moser"]):
-                rec = run_one(f"{method} default", name, args.density, 0, ["--method", method], steps=args.steps,
-                              kind="meshes")
+            runs = {f"{method} default": ["--method", method]
+                    for method in (["rfm"] if mesh.has_boundary else ["rfm", "moser"])}
+            runs.update({tag: MESH_VARIANTS[tag] for tag in args.variants})
+            for tag, extra in runs.items():
+                rec = run_one(tag, name, args.density, 0, extra, steps=args.steps, kind="meshes")
                 if rec is not None and "faces" not in rec:  # describe the mesh once, in the record itself
                     lines = [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
                     lines[-1].update(faces=mesh.n_faces, open=mesh.has_boundary)
+                    if mesh.has_boundary:
+                        lines[-1].update(collar_shares(RUNS / run_name("meshes", tag, name, args.density, 0)))
                     RESULTS.write_text("".join(json.dumps(x) + "\n" for x in lines))
     report()
 
