@@ -207,7 +207,7 @@ def report() -> None:
             "meshes with the collar that stopped the whole field, whose runs with the features are kept in "
             "mesh-before-collar.jsonl); in collar: the shares of 2,000 samples of the model (rk4, 100 steps) and "
             "of the test points within the boundary collar of an open mesh (a band of 5% of its area), where "
-            "mass that piles up against the walls shows.\n\n"
+            "mass that piles up against the walls shows. Two runs may share the machine, one per core.\n\n"
             + "\n".join(rows)))
 
 
