@@ -72,6 +72,13 @@ def _gap_before(rec: dict, before: List[dict]) -> str:
     return f"{same[-1]['gap']:.3f}" if same else ""
 
 
+def _unsettled(rec: dict) -> str:
+    """A mark after a test NLL whose ODE solve had not settled (the run's solver check), or ''."""
+    if rec.get("solver_check") != "not settled":
+        return ""
+    return f" (not settled: {rec['solver_check_change']:+.2f} with twice the steps)"
+
+
 def _collar(rec: dict) -> str:
     """The shares of samples and test points in the boundary collar of an open mesh (``collar_shares``), or ''."""
     if "collar_samples" not in rec:
@@ -128,7 +135,7 @@ def run_one(tag: str, mesh: str, density: str, seed: int, extra: List[str], *, m
                validation_seconds=round(sum(h.get("val_seconds", 0.0) for h in m["history"]), 1),
                history=[(h["step"], round(h["val_nll"], 4)) for h in m["history"]],
                date=datetime.date.today().isoformat(), machine=machine())
-    for k in ("negative_mass", "log_normalizer"):
+    for k in ("negative_mass", "log_normalizer", "solver_check", "solver_check_change"):
         if k in m:
             rec[k] = m[k]
     rec.update(describe or {})
@@ -196,7 +203,7 @@ def report() -> None:
         for r in sorted(meshes, key=lambda r: (r["mesh"], r["tag"])):
             below = "yes" if r["test_nll"] < r["base_nll"] - 0.1 * (r["base_nll"] - r["entropy"]) else "**no**"
             rows.append(f"| {r['mesh']} | {r.get('faces', '')} | {'yes' if r.get('open') else 'no'} | {r['density']} | "
-                        f"{r['tag']} | {r['test_nll']:.3f} | {r['base_nll']:.3f} | {r['entropy']:.3f} | "
+                        f"{r['tag']} | {r['test_nll']:.3f}{_unsettled(r)} | {r['base_nll']:.3f} | {r['entropy']:.3f} | "
                         f"{r['gap']:.3f} | {below} | {r['steps_per_second']:.1f} | {_collar(r)} | "
                         f"{_gap_before(r, before)} |")
         write_section("Meshes after 1,000 steps", (
@@ -207,7 +214,9 @@ def report() -> None:
             "meshes with the collar that stopped the whole field, whose runs with the features are kept in "
             "mesh-before-collar.jsonl); in collar: the shares of 2,000 samples of the model (rk4, 100 steps) and "
             "of the test points within the boundary collar of an open mesh (a band of 5% of its area), where "
-            "mass that piles up against the walls shows. Two runs may share the machine, one per core.\n\n"
+            "mass that piles up against the walls shows. Not settled: the test NLL of 200 points moved by more than "
+            "0.05 nats when the solver steps were doubled (shown for runs that recorded the check). Two runs may "
+            "share the machine, one per core.\n\n"
             + "\n".join(rows)))
 
 

@@ -61,8 +61,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if distributed:
             dist.destroy_process_group()
     if metrics:
-        keys = ["test_nll", "likelihood", "val_nll", "base_nll", "target_nll", "gap", "negative_mass", "log_normalizer",
-                "ode_nll", "explicit_nll", "ode_check", "path_nll", "steps", "train_seconds", "figure"]
+        keys = ["test_nll", "likelihood", "solver_check", "solver_check_change", "val_nll", "base_nll", "target_nll",
+                "gap", "negative_mass", "log_normalizer", "ode_nll", "explicit_nll", "ode_check", "path_nll", "steps",
+                "train_seconds", "figure"]
         print(json.dumps({k: metrics[k] for k in keys if k in metrics}, indent=2))
         print(f"wrote {Path(cfg.out) / 'metrics.json'}")
     return 0

@@ -45,6 +45,9 @@ class FlowObjective(nn.Module):
         """The tangent field ``(x, t) -> v`` that transports the base at t=0 to the model at t=1."""
         return net if net is not None else self.net
 
+    ode_likelihood = True
+    """Whether :meth:`log_prob` solves the augmented ODE (so its solver settings matter)."""
+
     def likelihood_method(self, *, solver: str = "rk4", solver_steps: int = 100) -> str:
         """How :meth:`log_prob` computes its numbers with these solver settings (stored beside every NLL)."""
         from ..solvers import SOLVERS

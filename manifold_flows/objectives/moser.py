@@ -164,6 +164,8 @@ class MoserFlow(FlowObjective):
             self._normalizer_cache = (weakref.ref(u), key, out)
         return out
 
+    ode_likelihood = False
+
     def likelihood_method(self, *, solver: str = "rk4", solver_steps: int = 100) -> str:
         """How :meth:`log_prob` computes its numbers (no ODE: the solver settings do not enter)."""
         return (f"explicit log max(eps, mu) - log Z, eps = {self.eps:g}, Z = 1 + Vol E[(eps - mu)+] by Monte Carlo "

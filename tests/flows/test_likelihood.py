@@ -304,3 +304,58 @@ def test_likelihood_bad_input():
         log_likelihood(f, x1, manifold=sphere, t0=1.0, t1=1.0)
     with pytest.raises(ValueError, match="unknown ODE solver"):
         sample(f, 3, manifold=sphere, solver="leapfrog")
+
+
+class _ScaledGradient(torch.nn.Module):
+    """``k P_x e_z`` on S^2: divergence ``-2 k z``, so a large ``k`` piles mass at the pole within one time unit."""
+
+    def __init__(self, k: float):
+        super().__init__()
+        self.k = k
+        self.anchor = torch.nn.Parameter(torch.zeros(1, dtype=F64))  # gives the objective a parameter and a dtype
+
+    def forward(self, x, t):
+        e = torch.tensor([0.0, 0.0, 1.0], dtype=x.dtype)
+        return self.k * (e.expand_as(x) - (x * e).sum(-1, keepdim=True) * x)
+
+
+@pytest.mark.parametrize("k, settled", [(0.0, True), (6.0, False)])
+def test_solver_check_says_whether_the_ode_likelihood_settled(k, settled):
+    """Test metrics say whether the NLL still moves when the solver steps double, and label it where it does.
+
+    A field that does nothing settles at once; a strong contraction towards a pole, solved with
+    four Euler steps, does not (its NLL moves by nats), and the likelihood label says so.
+    """
+    from manifold_flows import TrainConfig
+    from manifold_flows.evaluation import evaluate_split
+    from manifold_flows.objectives import RFM
+
+    sphere = mf.Sphere(2)
+    x = sphere.random_base(300, dtype=F64, generator=gen(0))
+    objective = RFM(sphere, _ScaledGradient(k))
+    cfg = TrainConfig(data="volcano", solver="euler", solver_steps=4)
+    m = evaluate_split(objective, objective.net, cfg, {}, x, sphere)
+    assert m["solver_check_points"] == 200
+    assert m["solver_check"] == ("settled" if settled else "not settled")
+    assert math.isclose(m["solver_check_nll"], -objective.log_prob(x[:200], solver="euler", solver_steps=4).mean(),
+                        rel_tol=1e-9, abs_tol=1e-12)
+    assert ("NOT SETTLED" in m["likelihood"]) == (not settled)
+    if not settled:
+        assert abs(m["solver_check_change"]) > 1.0
+        assert "solver_check_nll_8_steps" in m
+    else:
+        assert abs(m["solver_check_change"]) < 1e-9
+
+
+def test_solver_check_is_skipped_where_the_likelihood_is_no_fixed_step_ode():
+    from manifold_flows import TrainConfig
+    from manifold_flows.evaluation import solver_check
+    from manifold_flows.objectives import RFM, MoserFlow
+
+    sphere = mf.Sphere(2)
+    x = sphere.random_base(10, dtype=F64, generator=gen(1))
+    lp = torch.zeros(10, dtype=F64)
+    rfm = RFM(sphere, _ScaledGradient(1.0))
+    assert "adaptive" in solver_check(rfm, x, lp, rfm.net, TrainConfig(data="volcano", solver="dopri5"))["solver_check"]
+    moser = MoserFlow(sphere, _ScaledGradient(1.0))
+    assert "explicit" in solver_check(moser, x, lp, moser.net, TrainConfig(data="volcano"))["solver_check"]
