@@ -69,28 +69,24 @@ class Clearance:
     def __init__(self, mesh, fraction: float = 1.0, seed: int = 0):
         from scipy.spatial import cKDTree
 
-        from manifolds.mesh_boundary import boundary_edges
-
         if not mesh.has_boundary:
             raise ValueError(f"{mesh} has no boundary to keep clear of")
         V, F = mesh.arrays.vertices, mesh.arrays.faces
-        edges = boundary_edges(F)
-        # the face of each boundary edge, and its third vertex, give the edge's inward normal
-        key = {tuple(e): None for e in map(tuple, edges)}
-        for f in F:
-            for i in range(3):
-                a, b, c = f[i], f[(i + 1) % 3], f[(i + 2) % 3]
-                k = (min(a, b), max(a, b))
-                if k in key:
-                    key[k] = c
+        # every half-edge (a, b) of a face with its third vertex c; the boundary ones give inward normals
+        a = F.reshape(-1)
+        b = F[:, [1, 2, 0]].reshape(-1)
+        c = F[:, [2, 0, 1]].reshape(-1)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        _, first, count = np.unique(lo * len(V) + hi, return_index=True, return_counts=True)
+        half = first[count == 1]  # edges of one face only: the boundary
+        a, b, c = a[half], b[half], c[half]
+        d, w = V[b] - V[a], V[c] - V[a]
+        n = w - ((w * d).sum(1) / (d * d).sum(1))[:, None] * d  # in the face, across the edge, pointing inside
+        n /= np.linalg.norm(n, axis=1, keepdims=True)
         inward = np.zeros_like(V)
-        for (a, b), c in key.items():
-            d = V[b] - V[a]
-            w = V[c] - V[a]
-            n = w - (w @ d) / (d @ d) * d
-            n /= np.linalg.norm(n)
-            inward[a] += n
-            inward[b] += n
+        np.add.at(inward, a, n)
+        np.add.at(inward, b, n)
+        edges = np.stack([a, b], 1)
         on = np.unique(edges)
         bis = inward[on]
         bis /= np.linalg.norm(bis, axis=1, keepdims=True).clip(1e-300)
