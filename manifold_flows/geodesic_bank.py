@@ -86,11 +86,8 @@ class Clearance:
         inward = np.zeros_like(V)
         np.add.at(inward, a, n)
         np.add.at(inward, b, n)
-        edges = np.stack([a, b], 1)
-        on = np.unique(edges)
-        bis = inward[on]
-        bis /= np.linalg.norm(bis, axis=1, keepdims=True).clip(1e-300)
-        self.vertices, self.bisector = on, bis
+        on = np.unique(np.concatenate([a, b]))  # the boundary vertices
+        self.bisector = inward[on] / np.linalg.norm(inward[on], axis=1, keepdims=True).clip(1e-300)
         self.tree = cKDTree(V[on])
         self.tol = 1e-9 * math.sqrt(mesh.area)
         gen = torch.Generator().manual_seed(seed)
@@ -100,16 +97,15 @@ class Clearance:
 
     def apply(self, polylines, rng: np.random.Generator):
         """The polylines (x1 first, x0 last) with their interior boundary vertices moved off the boundary."""
-        out, where, moves = [], [], []
-        for i, p in enumerate(polylines):
-            p = np.array(p, dtype=np.float64)
+        out, where, moves = list(polylines), [], []
+        for i, p in enumerate(out):
             if len(p) > 2:
                 dist, idx = self.tree.query(p[1:-1])
                 hit = np.nonzero(dist < self.tol)[0]
                 if len(hit):
+                    out[i] = np.array(p, dtype=np.float64)  # a copy: the caller's polyline stays as it was
                     where += [(i, 1 + j) for j in hit]
                     moves.append(rng.uniform(0.0, self.c_max) * self.bisector[idx[hit]])
-            out.append(p)
         if not where:
             return out
         start = torch.from_numpy(np.stack([out[i][j] for i, j in where]))
