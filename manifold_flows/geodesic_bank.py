@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from manifolds.geodesics import locate
+from manifolds.mesh_boundary import boundary_edges, inward_normals
 
 from .paths import ConditionalPath, PathSample
 
@@ -72,17 +73,9 @@ class Clearance:
         if not mesh.has_boundary:
             raise ValueError(f"{mesh} has no boundary to keep clear of")
         V, F = mesh.arrays.vertices, mesh.arrays.faces
-        # every half-edge (a, b) of a face with its third vertex c; the boundary ones give inward normals
-        a = F.reshape(-1)
-        b = F[:, [1, 2, 0]].reshape(-1)
-        c = F[:, [2, 0, 1]].reshape(-1)
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        _, first, count = np.unique(lo * len(V) + hi, return_index=True, return_counts=True)
-        half = first[count == 1]  # edges of one face only: the boundary
-        a, b, c = a[half], b[half], c[half]
-        d, w = V[b] - V[a], V[c] - V[a]
-        n = w - ((w * d).sum(1) / (d * d).sum(1))[:, None] * d  # in the face, across the edge, pointing inside
-        n /= np.linalg.norm(n, axis=1, keepdims=True)
+        edges = boundary_edges(F)
+        a, b = edges[:, 0], edges[:, 1]
+        n = inward_normals(V, edges)
         inward = np.zeros_like(V)
         np.add.at(inward, a, n)
         np.add.at(inward, b, n)

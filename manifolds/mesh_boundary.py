@@ -13,10 +13,27 @@ from .mesh_index import GeometryBuffers
 
 
 def boundary_edges(faces: np.ndarray) -> np.ndarray:
-    """Edges ``[E, 2]`` (vertex pairs) that belong to one face only: the boundary of an open mesh."""
-    e = np.sort(np.concatenate([faces[:, [1, 2]], faces[:, [2, 0]], faces[:, [0, 1]]]), axis=1)
-    uniq, counts = np.unique(e, axis=0, return_counts=True)
-    return uniq[counts == 1]
+    """Edges that belong to one face only, the boundary of an open mesh: ``[E, 3]`` vertex indices.
+
+    Each row holds the edge's two vertices in the order of its face and, last, the face's third
+    vertex, which lies on the inner side of the edge.
+    """
+    faces = np.asarray(faces, dtype=np.int64)
+    a = faces.reshape(-1)
+    b = faces[:, [1, 2, 0]].reshape(-1)
+    c = faces[:, [2, 0, 1]].reshape(-1)
+    n = int(faces.max()) + 1 if len(faces) else 0
+    _, first, count = np.unique(np.minimum(a, b) * n + np.maximum(a, b), return_index=True, return_counts=True)
+    half = first[count == 1]
+    return np.stack([a[half], b[half], c[half]], axis=1)
+
+
+def inward_normals(vertices: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Unit vectors ``[E, 3]`` in the plane of each boundary edge's face, across the edge, into the surface."""
+    a, b, c = vertices[edges[:, 0]], vertices[edges[:, 1]], vertices[edges[:, 2]]
+    d, w = b - a, c - a
+    n = w - ((w * d).sum(1) / (d * d).sum(1))[:, None] * d
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
 
 
 BOUNDARY_MODES = ("tangent", "stop")
@@ -45,7 +62,7 @@ class BoundaryCollar(GeometryBuffers, nn.Module):
 
     Args:
         vertices: float64 positions ``[n, 3]``.
-        edges: boundary edges ``[E, 2]`` (:func:`boundary_edges`).
+        edges: boundary edges ``[E, 3]``: their ends and the third vertex of their face (:func:`boundary_edges`).
         width: collar width (a length).
         mode: ``"tangent"`` or ``"stop"``.
         chunk: boundary edges per block of the distance computation.
@@ -65,29 +82,32 @@ class BoundaryCollar(GeometryBuffers, nn.Module):
         self.register_buffer("start", torch.from_numpy(a), persistent=False)  # [E, 3]
         self.register_buffer("along", torch.from_numpy(b - a), persistent=False)  # [E, 3]
         self.register_buffer("inv_len2", torch.from_numpy(1.0 / ((b - a) ** 2).sum(1)), persistent=False)  # [E]
+        self.register_buffer("inward", torch.from_numpy(inward_normals(vertices, edges)), persistent=False)  # [E, 3]
 
     def nearest(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The nearest boundary edge of each point: ``(squared distance [...], offset [..., 3], edge [..., 3])``.
+        """The nearest boundary edge of each point: ``(squared distance [...], offset [..., 3], inward [..., 3])``.
 
-        The offset runs from the edge's nearest point to ``x``; differentiable in ``x``.
+        The offset runs from the edge's nearest point to ``x``; differentiable in ``x``. ``inward``
+        is the edge's unit normal into the surface (:func:`inward_normals`).
         """
         t = self.cast(x.dtype, x.device)
         xe = x.unsqueeze(-2)  # [..., 1, 3]
         best = None
         for i in range(0, self.n_edges, self.chunk):
-            a, d, inv = t["start"][i:i + self.chunk], t["along"][i:i + self.chunk], t["inv_len2"][i:i + self.chunk]
+            block = slice(i, i + self.chunk)
+            a, d, inv, inward = t["start"][block], t["along"][block], t["inv_len2"][block], t["inward"][block]
             w = xe - a  # [..., e, 3]
             s = (dot(w, d) * inv).clamp(0.0, 1.0)
             r = w - s.unsqueeze(-1) * d
             d2, idx = dot(r, r).min(-1)
             offset = torch.gather(r, -2, idx[..., None, None].expand(*idx.shape, 1, 3)).squeeze(-2)
             if best is None:
-                best = (d2, offset, d[idx])
+                best = (d2, offset, inward[idx])
             else:
                 closer = d2 < best[0]
                 wider = closer.unsqueeze(-1)
                 best = (torch.where(closer, d2, best[0]), torch.where(wider, offset, best[1]),
-                        torch.where(wider, d[idx], best[2]))
+                        torch.where(wider, inward[idx], best[2]))
         return best
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,16 +120,15 @@ class BoundaryCollar(GeometryBuffers, nn.Module):
 
     def apply(self, x: torch.Tensor, u: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
         """The field ``u [..., 3]`` at ``x [..., 3]`` damped in the collar (``normal``: unit normal of x's face)."""
-        d2, offset, edge = self.nearest(x.to(u.dtype))
+        d2, offset, inward = self.nearest(x.to(u.dtype))
         rho = self._rho(safe_sqrt(d2)).unsqueeze(-1)
         if self.mode == "stop":
             return rho * u
         normal = normal.to(u.dtype)
         offset = offset - dot(offset, normal, keepdim=True) * normal  # in the plane of x's face
-        # on the boundary itself the offset vanishes: the direction across the edge takes its place
-        # (only the line matters: the damped component is the same for n and -n)
-        across = torch.where(dot(offset, offset, keepdim=True) > (1e-6 * self.width) ** 2, offset,
-                             torch.linalg.cross(normal, edge, dim=-1))
+        # the offset points from the boundary into the surface; on the boundary itself it vanishes
+        # and the nearest edge's inward normal takes its place
+        across = torch.where(dot(offset, offset, keepdim=True) > (1e-6 * self.width) ** 2, offset, inward)
         n = across / safe_sqrt(dot(across, across, keepdim=True))
         return u - (1.0 - rho) * dot(u, n, keepdim=True) * n
 

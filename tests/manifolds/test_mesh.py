@@ -438,3 +438,33 @@ def test_projection_memo_is_keyed_by_memory_layout_and_version(bunny, monkeypatc
     assert torch.equal(bunny.projx(x[:100]), p[:100]) and len(calls) == 3  # new shape: searched
     x.add_(0.02)  # the version counter moves: the remembered result no longer applies
     assert torch.equal(bunny.projx(x), search(x, exact=False)[2]) and len(calls) == 4
+
+
+def test_boundary_edges_and_their_inward_normals():
+    """An open mesh's boundary edges are those of one face; their normals lie in the face and point inside.
+
+    A square of two by two cells (8 triangles, faces of either winding): 8 boundary edges, each
+    row ends with the third vertex of its face, and the inward normals point to the centre.
+    A closed mesh has none.
+    """
+    from manifolds.mesh_boundary import boundary_edges, inward_normals
+
+    grid = np.array([[i, j, 0.0] for j in range(3) for i in range(3)])
+    faces = []
+    for j in range(2):
+        for i in range(2):
+            a, b, c, d = 3 * j + i, 3 * j + i + 1, 3 * (j + 1) + i, 3 * (j + 1) + i + 1
+            faces += [[a, b, d], [a, c, d]]  # the second triangle winds the other way
+    edges = boundary_edges(np.array(faces))
+    assert edges.shape == (8, 3)
+    on_rim = lambda k: grid[k, 0] in (0, 2) or grid[k, 1] in (0, 2)  # noqa: E731
+    assert all(on_rim(a) and on_rim(b) for a, b, _ in edges)
+    assert all({a, b, c} in [set(f) for f in faces] for a, b, c in edges)
+    n = inward_normals(grid, edges)
+    np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0)
+    mid = 0.5 * (grid[edges[:, 0]] + grid[edges[:, 1]])
+    towards_centre = np.array([1.0, 1.0, 0.0]) - mid
+    np.testing.assert_allclose((n * towards_centre).sum(1), np.abs(towards_centre).max(1))  # across, inwards
+    np.testing.assert_allclose((n * (grid[edges[:, 1]] - grid[edges[:, 0]])).sum(1), 0.0, atol=1e-12)
+    closed = trimesh.creation.icosphere(subdivisions=1)
+    assert boundary_edges(closed.faces).shape == (0, 3)
