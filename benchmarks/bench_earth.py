@@ -139,10 +139,32 @@ def budget_report(results: List[dict]) -> None:
         "(pinned, one thread) during these runs. Published rows: GPU-days of training.\n\n" + "\n".join(rows)))
 
 
+def changes_report(results: List[dict]) -> None:
+    """Runs of ``run --tag T -- OPTIONS`` (the defaults with options changed) beside the defaults' same run."""
+    runs = [r for r in results if r["tag"] != DEFAULTS_TAG and r["tag"] not in ABLATION]
+    if not runs:
+        return
+    rows = ["| data | minutes | protocol | seed | changed | test NLL | validation NLL | steps | defaults: test NLL, "
+            "validation NLL, steps | best published |", "|---" * 10 + "|"]
+    for r in sorted(runs, key=lambda r: (r["minutes"], r["data"], r["tag"])):
+        base = [b for b in results if b["tag"] == DEFAULTS_TAG and all(b[k] == r[k] for k in
+                                                                        ("data", "minutes", "seed", "protocol"))]
+        ref = f"{base[0]['test_nll']:.3f}, {base[0]['val_nll']:.3f}, {base[0]['steps']}" if base else "not run"
+        rows.append(f"| {r['data']} | {r['minutes']:g} | {r['protocol']} | {r['seed']} | `{shlex.join(r['args'])}` | "
+                    f"{r['test_nll']:.3f} | {r['val_nll']:.3f} | {r['steps']} | {ref} | "
+                    f"{BEST_PUBLISHED[r['data']]:.2f} |")
+    write_section("Earth: the defaults with one option changed", (
+        "`manifold-flows train --data SET --minutes M --seed S OPTIONS` (`bench_earth.py run --tag T -- OPTIONS`), "
+        "beside the same run with the defaults; best-validation EMA checkpoint. Likelihood: "
+        f"{runs[0]['likelihood']}. Machine: {runs[0]['machine']}; one run per core, one torch thread.\n\n"
+        + "\n".join(rows)))
+
+
 def report() -> None:
     """Write the ablation and budget tables of BENCHMARKS.md from the results file."""
     results = load_results()
     budget_report(results)
+    changes_report(results)
     abl = [r for r in results if r["tag"] in ABLATION]
     tables = []
     for minutes in sorted({r["minutes"] for r in abl}):
