@@ -34,10 +34,10 @@ def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[ConditionalPath
         kind = "geodesic" if manifold.exact_expmap or manifold.has_geodesics else "biharmonic"
     if kind == "geodesic":
         return GeodesicBank(manifold, seed=cfg.seed) if isinstance(manifold, Mesh) else None
-    if kind == "shortest":
+    if kind in ("shortest", "patched"):
         if not isinstance(manifold, Mesh):
-            raise ValueError(f"--path shortest (shortest paths through mesh vertices) needs a mesh, not {manifold}")
-        return GeodesicBank(manifold, seed=cfg.seed, kind="shortest")
+            raise ValueError(f"--path {kind} (paths through mesh vertices) needs a mesh, not {manifold}")
+        return GeodesicBank(manifold, seed=cfg.seed, kind=kind)
     if not isinstance(manifold, Mesh):
         raise ValueError(f"--path {kind} (a spectral premetric) needs a mesh, not {manifold}")
     distance = SpectralDistance(manifold, kind, n_eigs=cfg.n_eigs, tau=cfg.diffusion_time)

@@ -12,7 +12,7 @@ import torch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-PATHS = ("geodesic", "shortest", "biharmonic", "diffusion")
+PATHS = ("geodesic", "shortest", "patched", "biharmonic", "diffusion")
 """Values of ``TrainConfig.path`` (unset: geodesic where exp/log exist or geodesics can be traced, as on meshes)."""
 
 DEFAULT_STEPS = 2000
@@ -113,6 +113,7 @@ class TrainConfig:
     path: Optional[str] = field(default=None, metadata=_help(
         "RFM conditional path: geodesic (exp/log maps; on meshes traced geodesics and heat-method log maps) | "
         "shortest (meshes: exact shortest paths through vertices, starting at the base points) | "
+        "patched (meshes: traced geodesics closed by a shortest path to their base points) | "
         "biharmonic | diffusion (spectral premetrics on meshes; default: geodesic everywhere it exists)"))
     n_eigs: Optional[int] = field(default=None, metadata=_help(
         "RFM on meshes: Laplace-Beltrami eigenpairs of the spectral distance (default 100)"))

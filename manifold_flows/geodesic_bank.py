@@ -33,14 +33,51 @@ def trace_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
     Returns:
         ``(x0' [n, 3], xt [n, K, 3], ut [n, K, 3])`` as float64 numpy arrays.
     """
+    return states_on_polylines(trace_polylines(mesh, x1, x0), t)
+
+
+def trace_polylines(mesh, x1: torch.Tensor, x0: torch.Tensor):
+    """The traced geodesics of :func:`trace_states` as polylines from ``x1`` to ``x0'``."""
     f1, b1 = locate(mesh, x1)
     f0, b0 = locate(mesh, x0)
     geo = mesh.geodesics
     v = geo.log(f1, b1, f0, b0)  # [n, 3], tangent at x1
-    n = t.shape[0]
     starts = np.einsum("nk,nkd->nd", b1, geo.V[geo.F[f1]])
-    polylines = [np.asarray(geo.tracer.trace_geodesic_from_face(int(f1[i]), b1[i], v[i]))
-                 if np.linalg.norm(v[i]) > 0 else starts[i:i + 1] for i in range(n)]
+    return [np.asarray(geo.tracer.trace_geodesic_from_face(int(f1[i]), b1[i], v[i]))
+            if np.linalg.norm(v[i]) > 0 else starts[i:i + 1] for i in range(len(f1))]
+
+
+def shortest_polylines(mesh, x1: torch.Tensor, x0: torch.Tensor):
+    """Polylines from ``x1`` to ``x0`` through the mesh's shortest paths between vertices.
+
+    Straight to the nearest corner of ``x1``'s face, the shortest path to the nearest corner of
+    ``x0``'s face, straight to ``x0``; one segment where both lie in the same face.
+    """
+    f1, b1 = locate(mesh, x1)
+    f0, b0 = locate(mesh, x0)
+    geo = mesh.geodesics
+    v1 = geo.F[f1, b1.argmax(1)]
+    v0 = geo.F[f0, b0.argmax(1)]
+    a, b = x1.numpy(), x0.numpy()
+    return [np.concatenate([a[i:i + 1], b[i:i + 1]]) if f1[i] == f0[i]
+            else np.concatenate([a[i:i + 1], geo.shortest_path(int(v1[i]), int(v0[i])), b[i:i + 1]])
+            for i in range(len(v1))]
+
+
+def patched_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor,
+                   clearance: Optional[Clearance] = None, rng: Optional[np.random.Generator] = None):
+    """States of traced geodesics from ``x1`` that end with a shortest path from their end ``x0'`` to ``x0``.
+
+    The straightest geodesic of :func:`trace_states` where it lands, and an exact start: the
+    bank's starts are the base points on any mesh. Arguments and results as in
+    :func:`shortest_states`.
+    """
+    traced = trace_polylines(mesh, x1, x0)
+    ends = torch.from_numpy(np.stack([p[-1] for p in traced]))
+    patches = shortest_polylines(mesh, ends, x0)
+    polylines = [np.concatenate([p, q[1:]]) for p, q in zip(traced, patches)]
+    if clearance is not None:
+        polylines = clearance.apply(polylines, rng if rng is not None else np.random.default_rng())
     return states_on_polylines(polylines, t)
 
 
@@ -124,14 +161,7 @@ def shortest_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor,
     a bank of them is distributed as the base on any mesh, closed or open, convex or not. Arguments
     and results as in :func:`trace_states`, with ``x0`` itself in place of ``x0'``.
     """
-    f1, b1 = locate(mesh, x1)
-    f0, b0 = locate(mesh, x0)
-    geo = mesh.geodesics
-    v1 = geo.F[f1, b1.argmax(1)]
-    v0 = geo.F[f0, b0.argmax(1)]
-    a, b = x1.numpy(), x0.numpy()
-    polylines = [np.concatenate([a[i:i + 1], geo.shortest_path(int(v1[i]), int(v0[i])), b[i:i + 1]])
-                 for i in range(len(v1))]
+    polylines = shortest_polylines(mesh, x1, x0)
     if clearance is not None:
         polylines = clearance.apply(polylines, rng if rng is not None else np.random.default_rng())
     return states_on_polylines(polylines, t)
@@ -173,7 +203,7 @@ def states_on_polylines(polylines, t: torch.Tensor):
     return ends, xt.reshape(n, k, 3), ut.reshape(n, k, 3)
 
 
-PATH_KINDS = {"traced": trace_states, "shortest": shortest_states}
+PATH_KINDS = {"traced": trace_states, "shortest": shortest_states, "patched": patched_states}
 """How a bank makes its paths: straightest geodesics along the log map, or exact shortest paths through vertices."""
 
 
@@ -220,7 +250,7 @@ class GeodesicBank(ConditionalPath):
         self._data: Optional[torch.Tensor] = None
         self._draws = 0
         self.banks_traced = 0
-        self.clearance = Clearance(mesh) if kind == "shortest" and mesh.has_boundary else None
+        self.clearance = Clearance(mesh) if kind in ("shortest", "patched") and mesh.has_boundary else None
         for name in ("xt", "ut", "t", "x0", "x1"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
 

@@ -200,3 +200,44 @@ def test_shortest_paths_on_open_meshes_turn_clear_of_the_boundary():
     assert (mesh.projx(flat) - flat).norm(dim=-1).max() < 1e-9
     assert GeodesicBank(mesh, kind="shortest").clearance is not None
     assert GeodesicBank(load_mesh("icosphere"), kind="shortest").clearance is None  # closed: nothing to clear
+
+
+@pytest.mark.parametrize("name", ["maze", "icosphere"])
+def test_patched_paths_follow_the_trace_and_start_at_the_base_points(name):
+    """A patched path is the traced geodesic from x1 to its end x0', then a shortest path to x0.
+
+    Its start is the base point itself; a state at arc length s from x1 within the traced part lies
+    on the traced geodesic. Paths stay on the surface, at constant speed (their length), at least
+    the traced length. On the icosphere the traces land near x0 (short patches); on the maze they
+    stop at walls and the patches carry the paths round them.
+    """
+    import numpy as np
+
+    from manifold_flows.geodesic_bank import patched_states, states_on_polylines, trace_polylines
+
+    mesh = load_mesh(name)
+    g = torch.Generator().manual_seed(5)
+    n = 40
+    x1 = mesh.random_base(n, dtype=torch.float64, generator=g)
+    x0 = mesh.random_base(n, dtype=torch.float64, generator=g)
+    t = torch.rand(n, 3, dtype=torch.float64, generator=g)
+    ends, xt, ut = (torch.from_numpy(a) for a in patched_states(mesh, x1, x0, t))
+    assert torch.equal(ends, x0)
+    flat = xt.reshape(-1, 3)
+    assert (mesh.projx(flat) - flat).norm(dim=-1).max() < 1e-9
+    length = ut.norm(dim=-1)
+    assert torch.allclose(length, length[:, :1].expand_as(length))
+    length = length[:, 0]
+    traced = trace_polylines(mesh, x1, x0)
+    traced_length = torch.tensor([np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p in traced])
+    assert (length >= traced_length - 1e-9).all()
+    # half way along the traced part
+    half = (1 - 0.5 * traced_length / length)[:, None]
+    on_patched = torch.from_numpy(patched_states(mesh, x1, x0, half)[1][:, 0])
+    on_trace = torch.from_numpy(states_on_polylines(traced, torch.full((n, 1), 0.5, dtype=torch.float64))[1][:, 0])
+    torch.testing.assert_close(on_patched, on_trace, atol=1e-7, rtol=0)
+    miss = (torch.from_numpy(np.stack([p[-1] for p in traced])) - x0).norm(dim=-1)
+    if name == "icosphere":
+        assert (miss < 0.1).double().mean() > 0.8
+    else:
+        assert (miss > 0.5).double().mean() > 0.5
