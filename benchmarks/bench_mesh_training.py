@@ -279,11 +279,11 @@ def traced_ends(names: List[str], pairs: int = 2000) -> None:
                     f"{(miss > 0.05).mean():.0%} |")
         print(rows[-1], flush=True)
     write_section("Traced geodesic paths: where they start", (
-        f"{pairs} pairs of uniform points ``x1, x0`` per mesh (seed 0, float64): the path RFM's default bank traces "
-        "backwards from ``x1`` along the log map ``log_{x1}(x0)`` ends at ``x0'``; the table gives "
-        "``|x0' - x0| / sqrt(area)``. Where it is large the bank's paths do not start from the base distribution that "
-        "the model samples from, and the model learns a flow from the wrong distribution. `--path shortest` has exact "
-        "ends (0 by construction).\n\n" + "\n".join(rows)))
+        f"{pairs} pairs of uniform points `x1, x0` per mesh (seed 0, float64): the path RFM's default bank traces "
+        "backwards from `x1` along the log map `log_{x1}(x0)` ends at `x0'`; the table gives `|x0' - x0| / "
+        "sqrt(area)`. Where it is large the bank's paths do not start from the base distribution the model samples "
+        "from. `--path shortest` and `--path patched` (the traced path closed by a shortest path to `x0`) start at "
+        "the base points (\"Meshes after 1,000 steps\" compares the three).\n\n" + "\n".join(rows)))
 
 
 def main() -> None:

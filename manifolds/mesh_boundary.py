@@ -60,6 +60,13 @@ class BoundaryCollar(GeometryBuffers, nn.Module):
     bounded, so likelihoods by the augmented ODE stay exact (tested: they integrate to 1 on open
     meshes). Away from the collar fields are unchanged.
 
+    Two variants were measured on the maze (RFM, 1,000 steps, seed 0) and left out: damping only
+    the component towards the boundary lets mass leave walls at full speed, but the flow then
+    maps the surface into itself and not onto it, and the ODE density is not normalised (the mean
+    of ``p * area`` over uniform points was 8.0 with 100 RK4 steps and 1.9 with 400; 17% of the
+    samples in the collar against 21%); ``rho = s`` in place of the smooth step gave test NLL 7.18
+    against 5.70.
+
     Args:
         vertices: float64 positions ``[n, 3]``.
         edges: boundary edges ``[E, 3]``: their ends and the third vertex of their face (:func:`boundary_edges`).
