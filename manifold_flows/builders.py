@@ -26,7 +26,8 @@ def load_data(cfg: TrainConfig) -> Dict[str, Any]:
 def build_path(cfg: TrainConfig, manifold: Manifold) -> Optional[ConditionalPath]:
     """The conditional path RFM uses.
 
-    ``None`` for closed-form geodesics; on meshes a bank of traced geodesics (``geodesic``, the default) or a
+    ``None`` for closed-form geodesics; on meshes a bank of traced geodesics (``geodesic``, the default), of
+    shortest paths through vertices (``shortest``) or of traced geodesics closed by one (``patched``), or a
     simulated spectral-premetric path (``biharmonic``, ``diffusion``).
     """
     kind = cfg.path

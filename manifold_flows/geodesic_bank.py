@@ -204,7 +204,8 @@ def states_on_polylines(polylines, t: torch.Tensor):
 
 
 PATH_KINDS = {"traced": trace_states, "shortest": shortest_states, "patched": patched_states}
-"""How a bank makes its paths: straightest geodesics along the log map, or exact shortest paths through vertices."""
+"""How a bank makes its paths: straightest geodesics along the log map, exact shortest paths through vertices, or
+the first closed by the second (exact starts)."""
 
 
 class GeodesicBank(ConditionalPath):
