@@ -17,8 +17,8 @@ from .paths import ConditionalPath, PathSample
 def trace_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
     """States of the geodesics from ``x0`` to ``x1`` at times ``t``, traced backwards from ``x1`` on the host.
 
-    The geodesic is the straightest path from ``x1`` along ``log_{x1}(x0)`` (vector heat log maps
-    of the corners of ``x1``'s face, so only their rows are needed), for the length of that vector;
+    The geodesic is the straightest path from ``x1`` along ``log_{x1}(x0)`` (the vector heat log map
+    of the nearest corner of ``x1``'s face, so only its row is needed), for the length of that vector;
     it ends at ``x0' ~ x0`` and runs through ``x1`` exactly (states as in :func:`states_on_polylines`).
     Where the log map is poor (far points, boundaries, non-convex regions) ``x0'`` can be far from
     ``x0``, and the starts of a bank are then not distributed as the base: :func:`shortest_states`
@@ -41,7 +41,7 @@ def trace_polylines(mesh, x1: torch.Tensor, x0: torch.Tensor):
     f1, b1 = locate(mesh, x1)
     f0, b0 = locate(mesh, x0)
     geo = mesh.geodesics
-    v = geo.log(f1, b1, f0, b0)  # [n, 3], tangent at x1
+    v = geo.log(f1, b1, f0, b0, corners="nearest")  # [n, 3], tangent at x1; one heat solve per source
     starts = np.einsum("nk,nkd->nd", b1, geo.V[geo.F[f1]])
     return [np.asarray(geo.tracer.trace_geodesic_from_face(int(f1[i]), b1[i], v[i]))
             if np.linalg.norm(v[i]) > 0 else starts[i:i + 1] for i in range(len(f1))]
@@ -216,7 +216,7 @@ class GeodesicBank(ConditionalPath):
     targets from the bank on the device, so it reads nothing on the host and costs no tracing.
     Every ``refresh`` draws a new bank is traced: ``sources`` training points, each paired with
     ``pairs / sources`` base points, traced backwards from the training point (so the vector
-    heat log-map rows needed per bank are those of ``3 sources`` vertices, computed in chunks of
+    heat log-map rows needed per bank are those of at most ``sources`` vertices, computed in chunks of
     ``chunk`` sources and bounded in memory by the mesh's geodesics, see
     :class:`manifolds.geodesics.MeshGeodesics`). The ``x0, x1, t`` that :meth:`sample` receives
     set only how many targets are drawn; the returned sample holds the bank's own pairs.

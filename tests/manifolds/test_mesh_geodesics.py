@@ -50,6 +50,34 @@ def test_log_and_dist_match_great_circles(sphere):
     assert ((y - x).norm(dim=-1) - ang).abs().max() > 0.3
 
 
+def test_nearest_corner_log_matches_great_circles_with_a_third_of_the_rows(sphere):
+    from manifolds.geodesics import MeshGeodesics, locate
+
+    x, y = pairs(sphere, 400, 3)
+    _, gc = great_circle(x, y)
+    a = sphere.arrays
+    fx, bx = locate(sphere, x)
+    fy, by = locate(sphere, y)
+    rows = {}
+    logs = {}
+    for corners in ("all", "nearest"):
+        geo = MeshGeodesics(a.vertices, a.faces, a.normals)
+        logs[corners] = torch.from_numpy(geo.log(fx, bx, fy, by, corners=corners))
+        rows[corners] = geo.rows_computed
+    err = (logs["nearest"] - gc).norm(dim=-1)
+    assert err.median() < 0.03 and err.max() < 0.15, (err.median(), err.max())
+    # one row per face of x: the corner with the largest barycentric weight
+    assert rows["nearest"] == len(np.unique(a.faces[fx, bx.argmax(1)]))
+    assert rows["all"] == len(np.unique(a.faces[fx]))
+    assert rows["nearest"] < 0.7 * rows["all"]
+    # not the blend: the two estimates differ, by less than the error of either
+    diff = (logs["nearest"] - logs["all"]).norm(dim=-1)
+    assert 1e-6 < diff.median() < 0.03
+    assert (logs["nearest"] * sphere.normal(x)).sum(-1).abs().max() < 1e-10
+    with pytest.raises(ValueError, match="corners"):
+        geo.log(fx, bx, fy, by, corners="two")
+
+
 def test_exp_matches_great_circles_and_inverts_log(sphere):
     g = torch.Generator().manual_seed(1)
     x = sphere.random_base(300, dtype=torch.float64, generator=g)
