@@ -26,7 +26,7 @@ Errors against great circles on an icosphere are measured in BENCHMARKS.md ("Mes
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -56,6 +56,12 @@ def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + k + (k @ k) * scale[..., None, None]
 
 
+ANCHORS_ABOVE = 16384
+"""Meshes with more vertices read the log maps of geodesic banks from :data:`ANCHORS` anchor vertices."""
+ANCHORS = 2048
+"""Anchor vertices of a large mesh (:attr:`MeshGeodesics.anchor_of`)."""
+
+
 class MeshGeodesics:
     """Batched exp, log and distance queries on a triangle mesh ``(V [n, 3], F [m, 3])``.
 
@@ -67,9 +73,15 @@ class MeshGeodesics:
             are dropped and recomputed when needed (slow: size it to hold the rows a batch touches).
             The default (2 GB, allocated as rows are filled) keeps every row of meshes up to about
             16,000 vertices; the 2,502-vertex bunny takes 50 MB.
+        anchors: most source vertices of ``log(..., corners="nearest")`` (see :attr:`anchor_of`); a
+            mesh with more vertices reads its log maps from about this many anchor vertices, so
+            their rows stay in memory (at most ``max_bytes``) and are computed once per run. The
+            default keeps every vertex up to :data:`ANCHORS_ABOVE` vertices and uses
+            :data:`ANCHORS` anchors above it.
     """
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, *, max_bytes: int = 2**31):
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, *, max_bytes: int = 2**31,
+                 anchors: Optional[int] = None):
         pp3d = _require_potpourri3d()
         self.V = np.ascontiguousarray(vertices, dtype=np.float64)
         self.F = np.ascontiguousarray(faces, dtype=np.int64)
@@ -86,6 +98,47 @@ class MeshGeodesics:
         self._next = 0  # slots are reused first in, first out
         self.rows_computed = 0
         self._flip = None  # edge-flip shortest-path solver, built on first use
+        if anchors is None:
+            anchors = n if n <= ANCHORS_ABOVE else ANCHORS
+        if anchors < 1:
+            raise ValueError(f"anchors must be >= 1, got {anchors}")
+        self.anchors = int(min(anchors, self.max_rows))
+        self._anchor = None  # vertex -> its anchor vertex, built on first use
+
+    # ------------------------------------------------------------------ anchors
+    @property
+    def anchor_of(self) -> np.ndarray:
+        """The anchor vertex ``[n]`` of every vertex: itself on meshes of at most ``anchors`` vertices.
+
+        On larger meshes the anchors are one vertex per occupied cell of a cubic grid whose cell
+        side makes about ``anchors`` of them (cells of side ``sqrt(area / anchors)``), and every
+        vertex belongs to the anchor nearest along the edges (multi-source Dijkstra), so an anchor
+        never serves a vertex across a thin gap of the surface. Anchors lie a few edges apart on
+        a fine mesh and about one coarse edge apart in area terms: as far as the nearest corner
+        on a mesh of ``anchors`` vertices.
+        """
+        if self._anchor is None:
+            n = len(self.V)
+            if n <= self.anchors:
+                self._anchor = np.arange(n)
+            else:
+                from scipy.sparse import coo_matrix
+                from scipy.sparse.csgraph import connected_components, dijkstra
+
+                tri = self.V[self.F]
+                area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
+                side = np.sqrt(area / self.anchors)
+                e = np.concatenate([self.F[:, [0, 1]], self.F[:, [1, 2]], self.F[:, [2, 0]]])
+                w = np.linalg.norm(self.V[e[:, 0]] - self.V[e[:, 1]], axis=1)
+                graph = coo_matrix((w, (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+                _, part = connected_components(graph, directed=False)
+                cells = np.floor((self.V - self.V.min(0)) / side).astype(np.int64)
+                # one anchor per cell and connected piece of the surface: every piece has its own
+                _, first = np.unique(np.column_stack([part, cells]), axis=0, return_index=True)
+                _, _, nearest = dijkstra(graph, directed=False, indices=first, min_only=True,
+                                         return_predecessors=True)
+                self._anchor = np.where(nearest >= 0, nearest, np.arange(n))  # an isolated vertex is its own
+        return self._anchor
 
     # ------------------------------------------------------------------ shortest paths
     def shortest_path(self, a: int, b: int) -> np.ndarray:
@@ -159,9 +212,11 @@ class MeshGeodesics:
         The faces are ``fx, fy [N]`` and the barycentric coordinates ``bx, by [N, 3]``. Each corner
         ``v`` of ``x``'s face gives an estimate, ``log_v(y) - log_v(x)`` carried from ``v``'s tangent
         plane to the face; ``corners="all"`` blends the three by ``bx`` (three log-map rows per
-        face), ``"nearest"`` takes the corner with the largest weight alone (one row per face: a
-        third of the heat solves, which dominate on large meshes; on the icosphere the direction is
-        off by 1.06 degrees in the median instead of 0.68, the length is unchanged).
+        face), ``"nearest"`` takes the anchor (:attr:`anchor_of`) of the corner with the largest
+        weight alone: one row per face on meshes of up to ``anchors`` vertices, a third of the heat
+        solves (on the icosphere the direction is off by 1.06 degrees in the median instead of
+        0.68, the length is unchanged), and on larger meshes rows from a fixed set of anchors
+        that stay in memory, so a long run computes each at most once.
         """
         if corners not in ("all", "nearest"):
             raise ValueError(f"corners must be 'all' or 'nearest', got {corners!r}")
@@ -170,7 +225,7 @@ class MeshGeodesics:
             pick = bx.argmax(1)
             weights = np.zeros_like(bx)
             weights[np.arange(len(fx)), pick] = 1.0
-            sources = cx[np.arange(len(fx)), pick][:, None]  # [N, 1]
+            sources = self.anchor_of[cx[np.arange(len(fx)), pick]][:, None]  # [N, 1]
         else:
             weights, sources = bx, cx
         uniq = np.unique(sources)

@@ -78,6 +78,39 @@ def test_nearest_corner_log_matches_great_circles_with_a_third_of_the_rows(spher
         geo.log(fx, bx, fy, by, corners="two")
 
 
+def test_large_meshes_read_their_log_maps_from_anchor_vertices(sphere):
+    from manifolds.geodesics import ANCHORS_ABOVE, MeshGeodesics, locate
+
+    a = sphere.arrays
+    assert len(a.vertices) <= ANCHORS_ABOVE
+    assert np.array_equal(MeshGeodesics(a.vertices, a.faces, a.normals).anchor_of, np.arange(len(a.vertices)))
+    geo = MeshGeodesics(a.vertices, a.faces, a.normals, anchors=642)
+    anchor = geo.anchor_of
+    used = np.unique(anchor)
+    assert 300 < len(used) < 1300 and np.array_equal(anchor[used], used)  # an anchor is its own anchor
+    side = np.sqrt(sphere.area / 642)
+    assert np.linalg.norm(a.vertices - a.vertices[anchor], axis=1).max() < 3 * side
+    x, y = pairs(sphere, 400, 3)
+    _, gc = great_circle(x, y)
+    fx, bx = locate(sphere, x)
+    fy, by = locate(sphere, y)
+    err = (torch.from_numpy(geo.log(fx, bx, fy, by, corners="nearest")) - gc).norm(dim=-1)
+    assert err.median() < 0.05 and err.max() < 0.6, (err.median(), err.max())
+    assert geo.rows_computed == len(np.unique(anchor[a.faces[fx, bx.argmax(1)]]))
+    # two parallel sheets a hair apart: anchors are nearest along the surface, never across the gap
+    from manifold_flows.datasets.mesh_shapes import sheet
+
+    v, f = sheet(12)
+    v2 = np.concatenate([v, v + [0.0, 0.0, 1e-3]])
+    f2 = np.concatenate([f, f + len(v)])
+    n2 = np.tile([0.0, 0.0, 1.0], (len(f2), 1))
+    two = MeshGeodesics(v2, f2, n2, anchors=20).anchor_of
+    assert ((two < len(v)) == (np.arange(len(v2)) < len(v))).all()
+    assert 10 <= len(np.unique(two[:len(v)])) <= 40 and 10 <= len(np.unique(two[len(v):])) <= 40
+    with pytest.raises(ValueError, match="anchors"):
+        MeshGeodesics(a.vertices, a.faces, a.normals, anchors=0)
+
+
 def test_exp_matches_great_circles_and_inverts_log(sphere):
     g = torch.Generator().manual_seed(1)
     x = sphere.random_base(300, dtype=torch.float64, generator=g)
