@@ -125,10 +125,11 @@ class MeshGeodesics:
                 from scipy.sparse import coo_matrix
                 from scipy.sparse.csgraph import connected_components, dijkstra
 
-                tri = self.V[self.F]
-                area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
-                side = np.sqrt(area / self.anchors)
-                e = np.concatenate([self.F[:, [0, 1]], self.F[:, [1, 2]], self.F[:, [2, 0]]])
+                from .mesh_loading import MeshArrays
+
+                arrays = MeshArrays.build(self.V, self.F)
+                side = np.sqrt(arrays.areas.sum() / self.anchors)
+                e, _ = arrays.edges()  # each undirected edge once, whatever the faces' winding
                 w = np.linalg.norm(self.V[e[:, 0]] - self.V[e[:, 1]], axis=1)
                 graph = coo_matrix((w, (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
                 _, part = connected_components(graph, directed=False)
@@ -222,10 +223,8 @@ class MeshGeodesics:
             raise ValueError(f"corners must be 'all' or 'nearest', got {corners!r}")
         cx, cy = self.F[fx], self.F[fy]  # corners [N, 3]
         if corners == "nearest":
-            pick = bx.argmax(1)
-            weights = np.zeros_like(bx)
-            weights[np.arange(len(fx)), pick] = 1.0
-            sources = self.anchor_of[cx[np.arange(len(fx)), pick]][:, None]  # [N, 1]
+            sources = self.anchor_of[cx[np.arange(len(fx)), bx.argmax(1)]][:, None]  # [N, 1]
+            weights = np.ones_like(sources, dtype=bx.dtype)
         else:
             weights, sources = bx, cx
         uniq = np.unique(sources)
@@ -246,8 +245,7 @@ class MeshGeodesics:
             s = sources[:, i]
             vec = d[:, :1] * self.frame_x[s] + d[:, 1:] * self.frame_y[s]
             rot = _rotation_between(self.frame_n[s], n_face)
-            w = weights[:, i : i + 1] if corners == "all" else 1.0
-            out += w * np.einsum("nab,nb->na", rot, vec)
+            out += weights[:, i : i + 1] * np.einsum("nab,nb->na", rot, vec)
         # exactly tangent to the face of x
         return out - (out * n_face).sum(-1, keepdims=True) * n_face
 
