@@ -378,12 +378,17 @@ class Mesh(GeometryBuffers, Manifold):
 
         Barycentric coordinates ``(1 - sqrt(r1), sqrt(r1)(1 - r2), sqrt(r1) r2)``.
         """
+        return self._points_in(face, generator, dtype)[1]
+
+    def _points_in(self, face: torch.Tensor, generator: Optional[torch.Generator],
+                   dtype: Optional[torch.dtype]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Barycentric coordinates ``[N, 3]`` and positions ``[N, 3]`` of a uniform point in each face."""
         dtype = dtype or torch.get_default_dtype()
         d = self._data(dtype, face.device)
         r = torch.rand(2, face.shape[0], dtype=dtype, device=face.device, generator=generator)
         s = r[0].sqrt()
         bary = torch.stack([1 - s, s * (1 - r[1]), s * r[1]], -1)
-        return (bary.unsqueeze(-1) * d["vertices"][d["faces"][face]]).sum(-2)
+        return bary, (bary.unsqueeze(-1) * d["vertices"][d["faces"][face]]).sum(-2)
 
     def random_base(self, *shape, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Area-uniform samples ``[*shape, 3]``.
@@ -392,7 +397,17 @@ class Mesh(GeometryBuffers, Manifold):
         in it (:meth:`sample_faces`).
         """
         shape = batch_shape(shape)
-        n = math.prod(shape)
+        return self.random_located(math.prod(shape), dtype=dtype, device=device, generator=generator)[2].reshape(
+            shape + (3,))
+
+    def random_located(self, n: int, *, dtype=None, device=None, generator=None
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` area-uniform samples with where they lie: ``(face [n], bary [n, 3], x [n, 3])``.
+
+        The draws of :meth:`random_base` (the same points from the same generator state), with the
+        face each was drawn in and its barycentric coordinates there, so that host code that needs
+        them (geodesic banks) does not search for them.
+        """
         dtype = dtype or torch.get_default_dtype()
         if device is not None:
             device = torch.device(device)
@@ -401,7 +416,8 @@ class Mesh(GeometryBuffers, Manifold):
         cdf = self._data(torch.float64, device)["area_cdf"]
         u = torch.rand(n, dtype=torch.float64, device=device, generator=generator)
         face = torch.searchsorted(cdf, u, right=True).clamp_max(self.n_faces - 1)
-        return self.sample_faces(face, generator, dtype).reshape(shape + (3,))
+        bary, x = self._points_in(face, generator, dtype)
+        return face, bary, x
 
     def base_logprob(self, x: torch.Tensor) -> torch.Tensor:
         """``-log(area)`` for every point; shape ``[...]``."""

@@ -241,3 +241,40 @@ def test_patched_paths_follow_the_trace_and_start_at_the_base_points(name):
         assert (miss < 0.1).double().mean() > 0.8
     else:
         assert (miss > 0.5).double().mean() > 0.5
+
+
+@pytest.mark.parametrize("name,kind", [("torus", "traced"), ("capsule", "patched"), ("maze", "shortest")])
+def test_banks_search_no_point_and_their_states_lie_on_the_mesh(name, kind, monkeypatch):
+    """After ``prepare`` located the training points, a bank on a closed mesh runs no closest-point search.
+
+    Its base points come with their faces and the paths run inside faces, so the states lie on the
+    mesh and the velocities in the planes of their faces; paths moved clear of an open mesh's
+    boundary are projected back (the maze searches). The base points are the draws of
+    ``random_base``.
+    """
+    mesh = load_mesh(name)
+    g = torch.Generator().manual_seed(3)
+    bank = GeodesicBank(mesh, pairs=512, sources=32, chunk=8, seed=4, kind=kind)
+    bank.prepare(mesh.random_base(2000, dtype=torch.float64, generator=g))
+    searches = []
+    closest = mesh.index.closest
+    monkeypatch.setattr(mesh.index, "closest", lambda x, **kw: searches.append(x.shape) or closest(x, **kw))
+    bank._trace(torch.device("cpu"), torch.float64)
+    monkeypatch.undo()
+    if kind == "traced":
+        assert searches == []
+    elif kind == "patched":
+        assert sum(s[0] for s in searches) == 512  # the traced ends, before the shortest patch: nothing else
+    else:
+        assert sum(s[0] for s in searches) >= 512 * bank.states  # moved clear of the walls, projected back
+    p = mesh.closest(bank.xt)[2]
+    assert (p - bank.xt).norm(dim=-1).max() < 1e-12 * math.sqrt(mesh.area)
+    across = (bank.ut * mesh.normal(bank.xt)).sum(-1).abs()
+    assert (across <= 1e-9 * bank.ut.norm(dim=-1).clamp_min(1e-12)).all()
+    # the base points are random_base's draws: the same generator state gives the same points
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    f, b, x = mesh.random_located(100, dtype=torch.float64, generator=g1)
+    torch.testing.assert_close(x, mesh.random_base(100, dtype=torch.float64, generator=g2), rtol=0, atol=0)
+    torch.testing.assert_close(mesh.closest(x)[0], f)
+    torch.testing.assert_close((b.unsqueeze(-1) * torch.tensor(mesh.arrays.vertices)[
+        torch.from_numpy(mesh.arrays.faces)[f]]).sum(1), x)
