@@ -10,6 +10,7 @@ import torch
 
 from manifolds.geodesics import locate
 from manifolds.mesh_boundary import boundary_edges, inward_normals
+from manifolds.mesh_index import barycentric_in
 
 from .paths import ConditionalPath, PathSample
 
@@ -181,14 +182,16 @@ def shortest_states(mesh, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor,
     return states_on_polylines(polylines, t)
 
 
-def states_on_polylines(polylines, t: torch.Tensor):
+def states_on_polylines(polylines, t: torch.Tensor, segments: bool = False):
     """States of paths given as polylines from ``x1`` (first point) to ``x0`` (last point) at times ``t [n, K]``.
 
     At time ``t`` the state is the point at arc length ``(1 - t) L`` from ``x1`` (``L`` the polyline's
     length) and the velocity ``L`` times the unit tangent there, pointing towards ``x1``.
 
     Returns:
-        ``(x0 [n, 3], xt [n, K, 3], ut [n, K, 3])`` as float64 numpy arrays.
+        ``(x0 [n, 3], xt [n, K, 3], ut [n, K, 3])`` as float64 numpy arrays; with ``segments`` also
+        the segment each state lies on, ``[n, K]``: the index of its first point among the
+        concatenated points of the polylines.
     """
     n, k = t.shape
     sizes = np.array([len(p) for p in polylines])
@@ -214,7 +217,62 @@ def states_on_polylines(polylines, t: torch.Tensor):
     tangent = np.where(dn > 0, d / np.where(dn > 0, dn, 1.0), 0.0)
     ut = -np.repeat(length, k)[:, None] * tangent
     ends = pts[offset + sizes - 1]
+    if segments:
+        return ends, xt.reshape(n, k, 3), ut.reshape(n, k, 3), j.reshape(n, k)
     return ends, xt.reshape(n, k, 3), ut.reshape(n, k, 3)
+
+
+def segment_faces(mesh, polylines, start: np.ndarray, neighbours: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """The face each segment of traced polylines runs in, found by walking from face to neighbouring face.
+
+    A straightest geodesic crosses one face per segment, from edge to edge, so the face of a
+    segment is the face of the one before it or one of that face's three neighbours: the one
+    whose closed triangle holds the segment's midpoint (barycentric coordinates ``>= -tol``, in its
+    plane to ``tol`` of the face's size). No search of the mesh. A path that passes through a
+    vertex (the next face is not a neighbour) is lost from there on: its remaining segments get
+    -1, to be searched for.
+
+    Args:
+        mesh: the :class:`manifolds.Mesh`.
+        polylines: ``n`` polylines ``[m_i, 3]``.
+        start: the face of each polyline's first point ``[n]``.
+        neighbours: :meth:`manifolds.mesh_loading.MeshArrays.neighbours`.
+        tol: tolerance of the containment test, relative to the face's size.
+
+    Returns:
+        ``[sum m_i]`` int64 over the concatenated points: the face of the segment that starts at
+        each point (a polyline's last point: -1, or its start face if it is also its first).
+    """
+    sizes = torch.from_numpy(np.array([len(p) for p in polylines]))
+    pts = torch.from_numpy(np.concatenate(polylines))
+    offset = torch.cumsum(sizes, 0) - sizes
+    table = mesh.index.cast(torch.float64, torch.device("cpu"))["table"]  # packed face rows (mesh_index.face_table)
+    normals = torch.tensor(mesh.arrays.normals)
+    scale = torch.tensor(np.sqrt(2.0 * mesh.arrays.areas))
+    nb = torch.tensor(neighbours)
+    out = torch.full((pts.shape[0],), -1, dtype=torch.long)
+    cur = torch.as_tensor(np.asarray(start), dtype=torch.long).clone()
+    out[offset] = cur
+    rows = torch.arange(len(polylines))
+    for c in range(int(sizes.max()) - 1):
+        rows = rows[sizes[rows] - 1 > c]  # the paths with a segment c, not lost
+        if rows.numel() == 0:
+            break
+        g = offset[rows] + c
+        cand = torch.cat([cur[rows, None], nb[cur[rows]]], 1)  # [r, 4]: the face so far and its neighbours
+        f = cand.clamp_min(0)
+        x = (0.5 * (pts[g] + pts[g + 1])).unsqueeze(1)  # [r, 1, 3] midpoints
+        bary = barycentric_in(x, table[:, f])  # [r, 4, 3]
+        a = torch.stack([table[0, f], table[1, f], table[2, f]], -1)
+        off_plane = ((x - a) * normals[f]).sum(-1).abs() / scale[f]
+        score = torch.where((cand >= 0) & (off_plane <= tol), bary.min(-1).values, -math.inf)
+        best = score.argmax(1, keepdim=True)
+        ok = score.gather(1, best).squeeze(1) >= -tol
+        face = cand.gather(1, best).squeeze(1)
+        out[g] = torch.where(ok, face, -1)
+        cur[rows] = torch.where(ok, face, cur[rows])
+        rows = rows[ok]
+    return out.numpy()
 
 
 PATH_KINDS = {"traced": trace_states, "shortest": shortest_states, "patched": patched_states}
@@ -235,12 +293,15 @@ class GeodesicBank(ConditionalPath):
     :class:`manifolds.geodesics.MeshGeodesics`). The ``x0, x1, t`` that :meth:`sample` receives
     set only how many targets are drawn; the returned sample holds the bank's own pairs.
 
-    A bank searches the mesh for no point: the training points are located once (:meth:`prepare`),
-    base points are drawn with their faces (:meth:`manifolds.Mesh.random_located`), and traced and
-    shortest paths run inside faces, so their states lie on the mesh and their velocities in their
-    faces' planes to rounding (1e-13 relative on the bundled meshes). Only paths moved off an open
-    mesh's boundary (:class:`Clearance`) are projected back. On the bunny a bank took 17 s when
-    its 262,144 states were projected and 2 s now.
+    Nothing in a bank or a training step searches the mesh for the default traced paths: the
+    training points are located once (:meth:`prepare`), base points are drawn with their faces
+    (:meth:`manifolds.Mesh.random_located`), the states lie on the mesh and their velocities in
+    their faces' planes to rounding (1e-13 relative on the bundled meshes), and each state's face
+    is found by walking along its path (:func:`segment_faces`) and handed to the mesh with the
+    drawn states (:meth:`manifolds.Mesh.remember_faces`), so the network's ``projx`` reads it.
+    Shortest and patched paths search for their states' faces once per bank, and paths moved off an
+    open mesh's boundary (:class:`Clearance`) are projected back. On the bunny a bank took 17 s
+    when its 262,144 states were projected, and each training step searched for its batch.
 
     Args:
         mesh: the :class:`manifolds.Mesh`.
@@ -271,11 +332,13 @@ class GeodesicBank(ConditionalPath):
         self._gen = torch.Generator().manual_seed(seed)
         self._data: Optional[torch.Tensor] = None
         self._where: Where = None  # faces and barycentric coordinates of the training points, found once
+        self._neighbours = mesh.arrays.neighbours() if kind == "traced" else None
         self._draws = 0
         self.banks_traced = 0
         self.clearance = Clearance(mesh) if kind in ("shortest", "patched") and mesh.has_boundary else None
         for name in ("xt", "ut", "t", "x0", "x1"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
+        self.register_buffer("face", None, persistent=False)  # the face of each state, where known
 
     def prepare(self, data: torch.Tensor) -> None:
         """Keep the training points ``[N, 3]`` the paths end at and trace the first bank."""
@@ -300,21 +363,34 @@ class GeodesicBank(ConditionalPath):
             extra = dict(clearance=self.clearance,
                          rng=np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=self._gen))))
         step = self.chunk * per
-        parts = [PATH_KINDS[self.kind](self.mesh, x1[i:i + step], x0[i:i + step], t[i:i + step], **extra,
-                                       where1=tuple(a[i:i + step] for a in where1),
-                                       where0=tuple(a[i:i + step] for a in where0))
+        parts = [self._chunk(x1[i:i + step], x0[i:i + step], t[i:i + step], tuple(a[i:i + step] for a in where1),
+                             tuple(a[i:i + step] for a in where0), extra)
                  for i in range(0, x1.shape[0], step)]
-        ends, xt, ut = (torch.from_numpy(np.concatenate(p)) for p in zip(*parts))
-        xt, ut = xt.reshape(-1, 3), ut.reshape(-1, 3)
+        ends, xt, ut, face = (torch.from_numpy(np.concatenate(p)) for p in zip(*parts))
+        xt, ut, face = xt.reshape(-1, 3), ut.reshape(-1, 3), face.reshape(-1)
         if self.clearance is not None:
             # paths moved off the boundary can leave the surface: project them back, tangent to the face found
-            xt = self.mesh.projx(xt)
-            ut = self.mesh.proju_orthogonal(xt, ut)
+            face, _, xt = self.mesh.closest(xt)
+            n = torch.tensor(self.mesh.arrays.normals)[face]
+            ut = ut - n * (n * ut).sum(-1, keepdim=True)
+        elif (face < 0).any():  # traced paths lost by the walk, and the states of other kinds: search
+            lost = torch.nonzero(face < 0).squeeze(1)
+            face[lost] = self.mesh.closest(xt[lost])[0]
         k = self.states
         to = dict(device=device, dtype=dtype)
         self.xt, self.ut, self.t = xt.to(**to), ut.to(**to), t.reshape(-1).to(**to)
+        self.face = face.to(device)
         self.x0, self.x1 = ends.repeat_interleave(k, 0).to(**to), x1.repeat_interleave(k, 0).to(**to)
         self.banks_traced += 1
+
+    def _chunk(self, x1, x0, t, where1, where0, extra):
+        """``(x0', xt, ut, face)`` of one chunk of paths (numpy): the face of each state, -1 where not known."""
+        if self.kind != "traced":
+            ends, xt, ut = PATH_KINDS[self.kind](self.mesh, x1, x0, t, **extra, where1=where1, where0=where0)
+            return ends, xt, ut, np.full(t.shape, -1, dtype=np.int64)
+        polylines = trace_polylines(self.mesh, x1, x0, where1, where0)
+        ends, xt, ut, seg = states_on_polylines(polylines, t, segments=True)
+        return ends, xt, ut, segment_faces(self.mesh, polylines, where1[0], self._neighbours)[seg]
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
                generator: Optional[torch.Generator] = None) -> PathSample:
@@ -327,8 +403,11 @@ class GeodesicBank(ConditionalPath):
         if self.xt.device != x0.device or self.xt.dtype != x0.dtype:
             for name in ("xt", "ut", "t", "x0", "x1"):
                 setattr(self, name, getattr(self, name).to(device=x0.device, dtype=x0.dtype))
+            self.face = self.face.to(x0.device)
         i = torch.randint(0, self.xt.shape[0], (x0.shape[0],), device=x0.device, generator=generator)
-        return PathSample(x0=self.x0[i], x1=self.x1[i], t=self.t[i], xt=self.xt[i], ut=self.ut[i])
+        xt = self.xt[i]
+        self.mesh.remember_faces(xt, self.face[i])  # the network's projx reads them: no search per step
+        return PathSample(x0=self.x0[i], x1=self.x1[i], t=self.t[i], xt=xt, ut=self.ut[i])
 
     def extra_repr(self) -> str:
         """The bank's sizes and refresh interval, for ``repr``."""

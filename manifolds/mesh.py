@@ -206,6 +206,16 @@ class Mesh(GeometryBuffers, Manifold):
         hit = self._recall(x)
         return hit[0] if hit is not None else self.index.closest(x, exact=False)[0]
 
+    def remember_faces(self, x: torch.Tensor, face: torch.Tensor) -> None:
+        """Take ``face [...]`` as the faces of the points ``x [..., 3]``, which lie on the mesh.
+
+        :meth:`projx`, :meth:`face_of` and the methods built on them then read the faces of ``x``
+        (or of a ``detach()`` view of it, while its values are unchanged) instead of searching for
+        them. For host code that knows where its points lie (geodesic banks); nothing is checked,
+        so a wrong face gives wrong projections.
+        """
+        self._remember(x, face, x.detach())
+
     def _straight_through(self, x: torch.Tensor, face: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         p = p.to(x.dtype)
         self._remember(x, face, p)

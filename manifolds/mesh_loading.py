@@ -137,11 +137,28 @@ class MeshArrays:
             arr.setflags(write=False)
         return out
 
+    def _opposite_edges(self) -> np.ndarray:
+        """Edges opposite each corner as sorted vertex pairs ``[3 m, 2]``: row ``k m + f`` for corner ``k`` of ``f``."""
+        f = self.faces
+        return np.sort(np.concatenate([f[:, [1, 2]], f[:, [2, 0]], f[:, [0, 1]]]), axis=1)
+
     def edges(self) -> Tuple[np.ndarray, np.ndarray]:
         """Unique undirected edges ``[E, 2]`` (sorted vertex pairs) and how many faces share each ``[E]``."""
-        f = self.faces
-        e = np.sort(np.concatenate([f[:, [1, 2]], f[:, [2, 0]], f[:, [0, 1]]]), axis=1)
-        return np.unique(e, axis=0, return_counts=True)
+        return np.unique(self._opposite_edges(), axis=0, return_counts=True)
+
+    def neighbours(self) -> np.ndarray:
+        """The face across the edge opposite each corner, ``[m, 3]``.
+
+        -1 on the boundary; across an edge shared by more than two faces, one of the others.
+        """
+        m = len(self.faces)
+        _, edge = np.unique(self._opposite_edges(), axis=0, return_inverse=True)
+        order = np.argsort(edge.ravel(), kind="stable")
+        pair = edge.ravel()[order[1:]] == edge.ravel()[order[:-1]]  # consecutive rows of one edge
+        a, b = order[:-1][pair], order[1:][pair]
+        out = np.full(3 * m, -1, dtype=np.int64)
+        out[a], out[b] = b % m, a % m
+        return out.reshape(3, m).T.copy()
 
 
 def normalization(vertices: np.ndarray, faces: np.ndarray, normalize: Optional[str],

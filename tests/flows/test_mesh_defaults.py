@@ -245,12 +245,13 @@ def test_patched_paths_follow_the_trace_and_start_at_the_base_points(name):
 
 @pytest.mark.parametrize("name,kind", [("torus", "traced"), ("capsule", "patched"), ("maze", "shortest")])
 def test_banks_search_no_point_and_their_states_lie_on_the_mesh(name, kind, monkeypatch):
-    """After ``prepare`` located the training points, a bank on a closed mesh runs no closest-point search.
+    """After ``prepare`` located the training points, a traced bank and a training step search no point.
 
-    Its base points come with their faces and the paths run inside faces, so the states lie on the
-    mesh and the velocities in the planes of their faces; paths moved clear of an open mesh's
-    boundary are projected back (the maze searches). The base points are the draws of
-    ``random_base``.
+    Base points come with their faces, the paths run inside faces, so the states lie on the mesh
+    and the velocities in the planes of their faces, and the faces of the states, found by walking
+    along the paths, are those the search finds. Patched paths search for their traced ends (and
+    their states' faces); paths moved clear of an open mesh's boundary are projected back (the
+    maze searches). The base points are the draws of ``random_base``.
     """
     mesh = load_mesh(name)
     g = torch.Generator().manual_seed(3)
@@ -263,12 +264,26 @@ def test_banks_search_no_point_and_their_states_lie_on_the_mesh(name, kind, monk
     monkeypatch.undo()
     if kind == "traced":
         assert searches == []
+        # nor does a training step: the network reads the faces the bank drew with its states
+        objective = build_objective(TrainConfig(data=f"mesh:{name}", hidden=32, depth=2).resolved(), mesh)
+        objective.prepare(bank._data[:1500].float(), bank._data[1500:].float())
+        monkeypatch.setattr(mesh.index, "closest", lambda x, **kw: searches.append(x.shape) or closest(x, **kw))
+        objective.loss(bank._data[:256].float()).backward()
+        monkeypatch.undo()
+        assert searches == []
     elif kind == "patched":
-        assert sum(s[0] for s in searches) == 512  # the traced ends, before the shortest patch: nothing else
+        assert sum(s[0] for s in searches) == 512 * (1 + bank.states)  # the traced ends, then the states' faces
     else:
         assert sum(s[0] for s in searches) >= 512 * bank.states  # moved clear of the walls, projected back
-    p = mesh.closest(bank.xt)[2]
+    face, _, p = mesh.closest(bank.xt)
     assert (p - bank.xt).norm(dim=-1).max() < 1e-12 * math.sqrt(mesh.area)
+    if kind == "traced":
+        assert torch.equal(bank.face, face)
+    else:  # points on an edge after their projection may be given either face: each state lies in its own
+        from manifolds.mesh_index import barycentric_in
+
+        table = mesh.index.cast(torch.float64, torch.device("cpu"))["table"]
+        assert barycentric_in(bank.xt, table[:, bank.face]).min() > -1e-9
     across = (bank.ut * mesh.normal(bank.xt)).sum(-1).abs()
     assert (across <= 1e-9 * bank.ut.norm(dim=-1).clamp_min(1e-12)).all()
     # the base points are random_base's draws: the same generator state gives the same points
@@ -277,4 +292,4 @@ def test_banks_search_no_point_and_their_states_lie_on_the_mesh(name, kind, monk
     torch.testing.assert_close(x, mesh.random_base(100, dtype=torch.float64, generator=g2), rtol=0, atol=0)
     torch.testing.assert_close(mesh.closest(x)[0], f)
     torch.testing.assert_close((b.unsqueeze(-1) * torch.tensor(mesh.arrays.vertices)[
-        torch.from_numpy(mesh.arrays.faces)[f]]).sum(1), x)
+        torch.tensor(mesh.arrays.faces)[f]]).sum(1), x)
