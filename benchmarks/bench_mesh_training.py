@@ -313,6 +313,7 @@ def main() -> None:
     m.add_argument("--steps", type=int, default=1000)
     m.add_argument("--meshes", nargs="+", default=MESHES)
     m.add_argument("--density", default="eig:10")
+    m.add_argument("--methods", nargs="+", default=["rfm", "moser"], help="methods run (Moser Flow: closed meshes)")
     m.add_argument("--variants", nargs="*", default=[], choices=sorted(MESH_VARIANTS),
                    help="other RFM paths and inputs to run on these meshes as well")
     e = sub.add_parser("ends", help="how far traced paths start from their base points, per mesh")
@@ -338,7 +339,7 @@ def main() -> None:
         for name in args.meshes:
             mesh = load_mesh(name)
             runs = {f"{method} default": ["--method", method]
-                    for method in (["rfm"] if mesh.has_boundary else ["rfm", "moser"])}
+                    for method in args.methods if method == "rfm" or not mesh.has_boundary}
             runs.update({tag: MESH_VARIANTS[tag] for tag in args.variants})
             for tag, extra in runs.items():
                 rec = run_one(tag, name, args.density, 0, extra, steps=args.steps, kind="meshes")
