@@ -371,8 +371,8 @@ class GeodesicBank(ConditionalPath):
         if self.clearance is not None:
             # paths moved off the boundary can leave the surface: project them back, tangent to the face found
             face, _, xt = self.mesh.closest(xt)
-            n = torch.tensor(self.mesh.arrays.normals)[face]
-            ut = ut - n * (n * ut).sum(-1, keepdim=True)
+            self.mesh.remember_faces(xt, face)
+            ut = self.mesh.proju_orthogonal(xt, ut)
         elif (face < 0).any():  # traced paths lost by the walk, and the states of other kinds: search
             lost = torch.nonzero(face < 0).squeeze(1)
             face[lost] = self.mesh.closest(xt[lost])[0]
